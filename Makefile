@@ -1,0 +1,33 @@
+# PodMotion: `make demo` runs the main job on the local cluster, `make test` runs the tests.
+# Both start with `make deps`, which installs and builds whatever is missing (idempotent).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo   - set up this machine, bring up a 3-node local cluster and run the demo"
+	@echo "make test   - set up this machine, type check, lint and run all tests"
+	@echo "make deps   - only install and build what is missing"
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	@npx tsc -p tsconfig.json
+	@bash scripts/build-native.sh
+
+typecheck: deps
+	@npx tsc -p tsconfig.json --noEmit
+
+lint: deps
+	@npx eslint .
+
+test: build lint
+	@bash scripts/test.sh
+
+demo: build
+	@node dist/cli/podmotion.js demo
+
+clean:
+	rm -rf dist
+
+.PHONY: help deps build typecheck lint test demo clean

@@ -1,0 +1,46 @@
+/** The podmotion command line: a thin layer over the bus API and the local cluster. */
+import { clusterCommand, nodeCommand } from './cluster-commands.js';
+import { podCommand } from './pod-commands.js';
+import { agentCommand } from './agent-command.js';
+import { doctorCommand } from './doctor-command.js';
+import { demoCommand } from './demo-command.js';
+import { exitCodeFor, printError, UsageError } from './output.js';
+
+export const USAGE = `usage: podmotion <command> [flags]
+
+  doctor                                   what this machine has and lacks
+  cluster up [--nodes N]                   create a local cluster (default 3 nodes)
+  cluster status                           nodes, bus and pods
+  cluster down [--all [--prefix P]]        remove everything the cluster made (--all: every cluster)
+  node list | node ping NODE [--count N]   node agents on the bus
+  pod run NAME --node NODE [--port P] -- CMD...
+  pod list | pod logs NAME [--lines N] | pod delete NAME
+  demo                                     the end-to-end demo on a fresh local cluster
+
+flags for every command: --json, --cluster NAME (default: local, or PODMOTION_CLUSTER),
+  --nats URL and --nkey SEEDFILE (default: the cluster's embedded bus; or NATS_URL, PODMOTION_NKEY)
+`;
+
+/** Runs one command line; returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  const json = argv.includes('--json');
+  try {
+    switch (cmd) {
+      case 'doctor': return await doctorCommand(rest);
+      case 'cluster': await clusterCommand(rest); return 0;
+      case 'node': await nodeCommand(rest); return 0;
+      case 'pod': await podCommand(rest); return 0;
+      case 'agent': await agentCommand(rest); return 0;
+      case 'demo': return await demoCommand(rest);
+      case undefined: case 'help': case '--help': case '-h':
+        process.stdout.write(USAGE);
+        return cmd === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${cmd}" (see: podmotion help)`);
+    }
+  } catch (e) {
+    printError(e, json);
+    return exitCodeFor(e);
+  }
+}

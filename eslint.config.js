@@ -1,0 +1,25 @@
+// Lint rules for PodMotion: typescript-eslint's recommended set plus the few rules the style guide leans on.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', '.cache/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    files: ['**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'no-restricted-syntax': ['error', { selector: 'TSEnumDeclaration', message: 'Use string-literal unions, not enums.' }],
+      eqeqeq: ['error', 'always'],
+    },
+  },
+  {
+    files: ['machines/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: ['node:*', '../bus/*', '../node-runtime/*', '../criu-shim/*', '../bpf/*'],
+      }],
+    },
+  },
+);

@@ -1,0 +1,34 @@
+/** What a node can do: kernel, CRIU version, `criu check` and named CRIU features, measured at agent start. */
+import { release } from 'node:os';
+import type { Capabilities } from '../bus/messages.js';
+import { run } from './exec.js';
+import { CRIU_FEATURES, criuBinary } from './constants.js';
+
+/** `criu check` probes the kernel (~250 ms here); allow for a loaded machine. */
+const CRIU_CHECK_TIMEOUT_MS = 30_000;
+
+/** Measures this node's capabilities. Never throws: what is missing is reported, not fatal. */
+export async function measureCapabilities(criu = criuBinary()): Promise<Capabilities> {
+  const caps: Capabilities = { kernel: release(), criuOk: false, features: {} };
+  try {
+    const v = await run(criu, ['--version'], { timeoutMs: CRIU_CHECK_TIMEOUT_MS });
+    caps.criuVersion = /Version:\s*(\S+)/.exec(v.stdout)?.[1] ?? v.stdout.trim().split('\n')[0];
+    caps.criuPath = criu;
+  } catch (e) {
+    caps.criuProblem = `CRIU not usable at ${criu}: ${(e as Error).message.split('\n')[0]} (run: make deps)`;
+    return caps;
+  }
+  const [check, ...features] = await Promise.allSettled([
+    run(criu, ['check'], { timeoutMs: CRIU_CHECK_TIMEOUT_MS }),
+    ...CRIU_FEATURES.map((f) => run(criu, ['check', '--feature', f], { timeoutMs: CRIU_CHECK_TIMEOUT_MS })),
+  ]);
+  if (check?.status === 'fulfilled') {
+    caps.criuOk = true;
+  } else if (check) {
+    caps.criuProblem = `criu check failed: ${(check.reason as Error).message.split('\n')[0]}`;
+  }
+  CRIU_FEATURES.forEach((f, i) => {
+    caps.features[f] = features[i]?.status === 'fulfilled';
+  });
+  return caps;
+}

@@ -1,0 +1,99 @@
+/**
+ * Every path, name prefix and address range the node runtime uses, in one place. Nothing else in
+ * node-runtime/ spells a path or a namespace name: cleanup after a crash relies on these prefixes.
+ */
+import path from 'node:path';
+
+/** Root of run state: cluster records, pod records, credentials, logs. Overridable for tests. */
+export const STATE_ROOT = process.env['PODMOTION_STATE_DIR'] ?? '/run/podmotion';
+
+/** Every network namespace PodMotion creates starts with this, so leftovers can be found and removed. */
+export const NETNS_PREFIX = 'pm-';
+export const NETNS_DIR = '/run/netns';
+
+export const DEFAULT_CLUSTER = 'local';
+
+/** Cluster names end up inside namespace names and must stay short and shell-safe. */
+export const CLUSTER_NAME_PATTERN = /^[a-z][a-z0-9]{0,11}$/;
+/** Pod and node names: DNS-label-like, short enough for derived interface names. */
+export const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/;
+
+/** Nodes of a local cluster, and the maximum the addressing plan supports. */
+export const DEFAULT_NODES = 3;
+export const MAX_NODES = 50;
+
+/** Underlay: the "physical" network between nodes, a bridge inside the cluster's own namespace. */
+export const UNDERLAY_BRIDGE = 'br0';
+export const UNDERLAY_PREFIX = '172.30.0.';
+export const UNDERLAY_CLIENT_HOST = 2;
+export const UNDERLAY_NODE_HOST_BASE = 10;
+
+/** Overlay (flannel-like): node N owns 10.244.N.0/24; the client namespace is overlay member 0. */
+export const POD_NET_PREFIX = '10.244.';
+export const POD_NETWORK = '10.244.0.0/16';
+export const VXLAN_DEV = 'vx0';
+export const VXLAN_VNI = 1;
+export const VXLAN_PORT = 4789;
+/** 1500 on the underlay minus 50 bytes of VXLAN encapsulation. */
+export const OVERLAY_MTU = 1450;
+/** Node-side interface facing the underlay, and the pod-side interface name. */
+export const NODE_UPLINK = 'eth0';
+export const POD_IFACE = 'eth0';
+/** Pods route via a link-local gateway held by the node side of their veth, the same on every node,
+ * so a pod keeps working routes when it moves to another node. */
+export const POD_GATEWAY = '169.254.1.1';
+/** Fixed MAC of every node-side pod veth: the pod's neighbour entry for its gateway stays valid across nodes. */
+export const POD_GATEWAY_MAC = 'ee:ee:ee:ee:ee:ee';
+/** First host number handed to pods in a node's /24. */
+export const POD_HOST_MIN = 10;
+export const POD_HOST_MAX = 250;
+
+export function clusterDir(cluster: string): string {
+  return path.join(STATE_ROOT, 'clusters', cluster);
+}
+export function clusterFile(cluster: string): string {
+  return path.join(clusterDir(cluster), 'cluster.json');
+}
+export function podsDir(cluster: string): string {
+  return path.join(clusterDir(cluster), 'pods');
+}
+export function podRecordFile(cluster: string, pod: string): string {
+  return path.join(podsDir(cluster), `${pod}.json`);
+}
+export function podLogFile(cluster: string, pod: string): string {
+  return path.join(clusterDir(cluster), 'logs', `${pod}.log`);
+}
+export function credsDir(cluster: string): string {
+  return path.join(clusterDir(cluster), 'creds');
+}
+export function agentLogFile(cluster: string, node: string): string {
+  return path.join(clusterDir(cluster), 'logs', `agent-${node}.log`);
+}
+
+export function underlayNetns(cluster: string): string {
+  return `${NETNS_PREFIX}${cluster}-underlay`;
+}
+export function nodeNetns(cluster: string, node: string): string {
+  return `${NETNS_PREFIX}${cluster}-${node}`;
+}
+export function clientNetns(cluster: string): string {
+  return `${NETNS_PREFIX}${cluster}-client`;
+}
+/** A pod's namespace is per node: during a migration the source and destination copies coexist. */
+export function podNetns(cluster: string, node: string, pod: string): string {
+  return `${NETNS_PREFIX}${cluster}-${node}-pod-${pod}`;
+}
+
+/** Root of the PodMotion checkout or install (dist/node-runtime/constants.js is two levels down). */
+export const PROJECT_ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
+
+/** The CRIU the project built (make deps), unless PODMOTION_CRIU names another binary. */
+export function criuBinary(): string {
+  return process.env['PODMOTION_CRIU'] ?? path.join(PROJECT_ROOT, '.cache', 'criu', 'current', 'sbin', 'criu');
+}
+
+/** CRIU features reported in each node's capabilities (names as `criu check --feature` spells them). */
+export const CRIU_FEATURES = ['mem_dirty_track', 'uffd', 'uffd-noncoop', 'tcp_half_closed'] as const;
+
+/** The podmotion CLI entry, used to spawn agents and the coordinator as separate processes. */
+export const CLI_ENTRY = path.join(PROJECT_ROOT, 'dist', 'cli', 'podmotion.js');

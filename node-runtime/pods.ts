@@ -1,0 +1,212 @@
+/**
+ * The local pod runtime: a pod is a process tree in its own network, pid, ipc and uts namespaces,
+ * attached to its node by a veth pair and routed like Calico (a /32 per pod, a link-local gateway
+ * that is the same on every node), so its IP and MAC can be recreated unchanged on any node.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { ConflictError, InvalidRequestError, NodeOperationError, NotFoundError } from '../bus/errors.js';
+import { addNetns } from './fabric.js';
+import { inNetns, ip, ipBatch } from './exec.js';
+import {
+  NAME_PATTERN,
+  OVERLAY_MTU,
+  POD_GATEWAY,
+  POD_GATEWAY_MAC,
+  POD_IFACE,
+  podLogFile,
+  podNetns,
+} from './constants.js';
+import { allocateHost, podHostIface, podIp, podMac, type OverlayMember } from './plan.js';
+import { childrenOf, refOf, stopRef, waitGone, type ProcessRef } from './procs.js';
+import { listPodRecords, readPodRecord, removePodRecord, writePodRecord, type PodRecord } from './records.js';
+
+/** How long a new pod may take to show its init process; unshare forks at once, so seconds mean trouble. */
+const POD_INIT_TIMEOUT_MS = 5_000;
+/** How long a pod with --port may take to listen; covers slow interpreters starting up. */
+export const POD_READY_TIMEOUT_MS = 15_000;
+/** Lines `pod logs` returns at most: a bound on what one bus reply carries. */
+export const MAX_LOG_LINES = 2_000;
+
+export interface RunPodSpec {
+  name: string;
+  command: string[];
+  port?: number;
+}
+
+export function validatePodSpec(spec: RunPodSpec): void {
+  if (!NAME_PATTERN.test(spec.name)) {
+    throw new InvalidRequestError(`pod name "${spec.name}" must be lowercase letters, digits and '-', at most 40 characters`);
+  }
+  if (spec.command.length === 0) throw new InvalidRequestError('pod run needs a command after --');
+  if (spec.port !== undefined && (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 65535)) {
+    throw new InvalidRequestError(`--port must be 1-65535 (got ${spec.port})`);
+  }
+}
+
+/** Creates the pod's namespace and veth, addressed and routed, but starts nothing in it. */
+export async function preparePodNetwork(cluster: string, node: OverlayMember, pod: string, ipAddr: string): Promise<{ netns: string; hostIface: string; mac: string }> {
+  const netns = podNetns(cluster, node.name, pod);
+  const hostIface = podHostIface(pod);
+  const mac = podMac(ipAddr);
+  await addNetns(netns);
+  await ipBatch(
+    [
+      `link add ${hostIface} type veth peer name ${POD_IFACE} netns ${netns}`,
+      `link set ${hostIface} address ${POD_GATEWAY_MAC} mtu ${OVERLAY_MTU} up`,
+      // The gateway address sits on every pod's node-side veth: the node answers the pod's ARP for
+      // it as a local address, with no proxy ARP and no route toward a gateway that does not exist.
+      `addr add ${POD_GATEWAY}/32 dev ${hostIface} scope link`,
+      `route add ${ipAddr}/32 dev ${hostIface}`,
+    ],
+    node.netns,
+  );
+  await ipBatch(
+    [
+      `link set ${POD_IFACE} address ${mac} mtu ${OVERLAY_MTU} up`,
+      `addr add ${ipAddr}/32 dev ${POD_IFACE}`,
+      `route add ${POD_GATEWAY} dev ${POD_IFACE} scope link`,
+      `route add default via ${POD_GATEWAY} dev ${POD_IFACE}`,
+    ],
+    netns,
+  );
+  return { netns, hostIface, mac };
+}
+
+/** Removes a pod's namespace (its veth pair and /32 route go with it). Missing is fine. */
+export async function removePodNetwork(netns: string): Promise<void> {
+  try {
+    await ip(['netns', 'del', netns]);
+  } catch {
+    await rm(`/run/netns/${netns}`, { force: true });
+  }
+}
+
+async function startInit(netns: string, spec: RunPodSpec, logFile: string): Promise<{ init: ProcessRef; holder: ProcessRef }> {
+  await mkdir(path.dirname(logFile), { recursive: true, mode: 0o700 });
+  const log = await open(logFile, 'a', 0o600);
+  try {
+    // nsenter joins the pod netns without a new mount namespace (CRIU refuses to dump one made by
+    // `ip netns exec`); unshare --fork makes the command pid 1 of fresh pid/ipc/uts namespaces.
+    const child = spawn(
+      'nsenter',
+      [`--net=/run/netns/${netns}`, '--', 'unshare', '--pid', '--ipc', '--uts', '--fork', '--',
+        '/bin/sh', '-c', 'hostname "$0" && exec "$@"', spec.name, ...spec.command],
+      { detached: true, stdio: ['ignore', log.fd, log.fd] },
+    );
+    child.unref();
+    const holderPid = child.pid;
+    if (holderPid === undefined) throw new NodeOperationError(`cannot start pod ${spec.name}: spawn failed`);
+    const deadline = Date.now() + POD_INIT_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      const kids = await childrenOf(holderPid);
+      const holder = await refOf(holderPid);
+      if (kids.length > 0 && holder) {
+        const init = await refOf(kids[0]!);
+        if (init) return { init, holder };
+      }
+      if (!holder) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const tail = await readTail(logFile, 5);
+    throw new NodeOperationError(`pod ${spec.name} did not start: ${tail.join(' | ') || 'no output'}`);
+  } finally {
+    await log.close();
+  }
+}
+
+/** True once something in the pod's namespace listens on the TCP port. */
+export async function isListening(netns: string, port: number): Promise<boolean> {
+  const r = await inNetns(netns, 'ss', ['-Hltn', `sport = :${port}`]);
+  return r.stdout.trim().length > 0;
+}
+
+async function waitListening(rec: PodRecord, port: number): Promise<void> {
+  const deadline = Date.now() + POD_READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (await isListening(rec.netns, port)) return;
+    if ((await refOf(rec.init.pid))?.startTicks !== rec.init.startTicks) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const tail = await readTail(rec.logFile, 5);
+  throw new NodeOperationError(`pod ${rec.name} is not listening on port ${port}: ${tail.join(' | ') || 'no output'}`);
+}
+
+/** Starts a pod on a node: namespace, address, process, record. Cleans up whatever it made on failure. */
+export async function runPod(cluster: string, node: OverlayMember, spec: RunPodSpec): Promise<PodRecord> {
+  validatePodSpec(spec);
+  if (await readPodRecord(cluster, spec.name)) throw new ConflictError(`pod ${spec.name} already exists`);
+  const used = new Set<number>();
+  const prefix = podIp(node.index, 0).replace(/0$/, '');
+  for (const p of await listPodRecords(cluster)) if (p.ip.startsWith(prefix)) used.add(Number(p.ip.slice(prefix.length)));
+  const host = allocateHost(used);
+  if (host === undefined) throw new ConflictError(`node ${node.name} has no free pod address`);
+  const ipAddr = podIp(node.index, host);
+  const logFile = podLogFile(cluster, spec.name);
+  let netns: string | undefined;
+  let started: { init: ProcessRef; holder: ProcessRef } | undefined;
+  try {
+    const net = await preparePodNetwork(cluster, node, spec.name, ipAddr);
+    netns = net.netns;
+    started = await startInit(net.netns, spec, logFile);
+    const rec: PodRecord = {
+      name: spec.name, node: node.name, ip: ipAddr, mac: net.mac, netns: net.netns, hostIface: net.hostIface,
+      command: spec.command, init: started.init, holder: started.holder, logFile, startedAtMs: Date.now(),
+      ...(spec.port !== undefined ? { port: spec.port } : {}),
+    };
+    if (spec.port !== undefined) await waitListening(rec, spec.port);
+    await writePodRecord(cluster, rec);
+    return rec;
+  } catch (e) {
+    if (started) await killPodProcesses(started.init, started.holder);
+    if (netns) await removePodNetwork(netns);
+    throw e;
+  }
+}
+
+async function killPodProcesses(init: ProcessRef, holder?: ProcessRef): Promise<void> {
+  // SIGKILL to a pid namespace's init kills every process in that namespace.
+  await stopRef(init, 0);
+  await waitGone(init, 2000);
+  if (holder) await stopRef(holder, 500);
+}
+
+/** Deletes a pod: its processes, namespace, record and log. */
+export async function deletePod(cluster: string, pod: string): Promise<PodRecord> {
+  const rec = await readPodRecord(cluster, pod);
+  if (!rec) throw new NotFoundError(`pod ${pod} not found`);
+  await killPodProcesses(rec.init, rec.holder);
+  await removePodNetwork(rec.netns);
+  await removePodRecord(cluster, pod);
+  await rm(rec.logFile, { force: true });
+  return rec;
+}
+
+/** The last `lines` lines of a log file (empty when there is none). */
+export async function readTail(file: string, lines: number): Promise<string[]> {
+  try {
+    const st = await stat(file);
+    // Read at most the last 1 MiB: logs can grow without bound, replies cannot.
+    const start = Math.max(0, st.size - (1 << 20));
+    const fh = await open(file, 'r');
+    try {
+      const buf = Buffer.alloc(st.size - start);
+      await fh.read(buf, 0, buf.length, start);
+      const all = buf.toString('utf8').split('\n');
+      if (all[all.length - 1] === '') all.pop();
+      return all.slice(-Math.min(lines, MAX_LOG_LINES));
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return [];
+  }
+}
+
+export async function podLogs(cluster: string, pod: string, lines: number): Promise<string[]> {
+  const rec = await readPodRecord(cluster, pod);
+  if (!rec) throw new NotFoundError(`pod ${pod} not found`);
+  return readTail(rec.logFile, lines);
+}
+

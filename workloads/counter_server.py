@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""A stateful TCP service for demos and tests: every connection keeps a counter.
+
+The client sends lines "<n>\\n"; the server answers "<n> <count>\\n", where count is how many lines that
+connection has sent so far. A restarted server (or a new connection) starts again from zero, so a
+client that checks n == count sees any reconnect or lost byte at once. Single-threaded on purpose:
+a small, quiet process is what CRIU dumps fastest.
+"""
+import selectors
+import socket
+import sys
+
+port = int(sys.argv[1]) if len(sys.argv) > 1 else 7000
+sel = selectors.DefaultSelector()
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", port))
+srv.listen(128)
+srv.setblocking(False)
+sel.register(srv, selectors.EVENT_READ, None)
+state = {}  # socket -> [count, pending bytes]
+print(f"counter server listening on :{port}", flush=True)
+
+while True:
+    for key, _ in sel.select():
+        if key.data is None:
+            conn, addr = srv.accept()
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            state[conn] = [0, b""]
+            sel.register(conn, selectors.EVENT_READ, "conn")
+            print(f"connection from {addr[0]}:{addr[1]}", flush=True)
+            continue
+        conn = key.fileobj
+        try:
+            data = conn.recv(65536)
+        except ConnectionError:
+            data = b""
+        if not data:
+            sel.unregister(conn)
+            state.pop(conn, None)
+            conn.close()
+            continue
+        st = state[conn]
+        buf = st[1] + data
+        lines = buf.split(b"\n")
+        st[1] = lines.pop()
+        out = []
+        for line in lines:
+            st[0] += 1
+            out.append(line + b" " + str(st[0]).encode() + b"\n")
+        if out:
+            conn.setblocking(True)
+            conn.sendall(b"".join(out))
+            conn.setblocking(False)
