@@ -12,6 +12,7 @@ deps:
 	@bash scripts/deps.sh
 
 build: deps
+	@rm -rf dist/test
 	@npx tsc -p tsconfig.json
 	@bash scripts/build-native.sh
 

@@ -95,3 +95,22 @@ export async function removeStore(storeDir: string): Promise<void> {
   if (!path.basename(storeDir).startsWith('podmotion-nats-')) return;
   await rm(storeDir, { recursive: true, force: true });
 }
+
+/** Stops a server started with `startEmbedded` and removes its store: TERM, then KILL after a grace period. */
+export async function stopEmbedded(srv: EmbeddedServer, graceMs = 5_000): Promise<void> {
+  const alive = () => {
+    try {
+      process.kill(srv.pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (alive()) {
+    process.kill(srv.pid, 'SIGTERM');
+    const deadline = Date.now() + graceMs;
+    while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    if (alive()) process.kill(srv.pid, 'SIGKILL');
+  }
+  await removeStore(srv.storeDir);
+}

@@ -19,7 +19,8 @@ import { createCodec } from '../bus/codec.js';
 import { CLI_ENTRY, agentLogFile, clusterDir, credsDir } from './constants.js';
 import { createFabric, destroyFabric } from './fabric.js';
 import { planCluster, type ClusterPlan } from './plan.js';
-import { refOf, stopRef, type ProcessRef } from './procs.js';
+import { isAlive, refOf, stopRef, type ProcessRef } from './procs.js';
+import { killPodProcesses } from './pods.js';
 import { listPodRecords, readClusterRecord, removeClusterDir, writeClusterRecord, type ClusterRecord } from './records.js';
 
 /** Agents measure capabilities (criu check) before registering; allow for a slow first CRIU start. */
@@ -159,7 +160,10 @@ export async function clusterDown(cluster: string): Promise<DownSummary> {
     procs.push(...Object.values(rec.agents));
     if (rec.coordinator) procs.push(rec.coordinator);
   }
-  for (const pod of await listPodRecords(cluster)) procs.push(pod.init, ...(pod.holder ? [pod.holder] : []));
+  for (const pod of await listPodRecords(cluster)) {
+    if (await isAlive(pod.init)) stopped++;
+    await killPodProcesses(pod.init, pod.holder);
+  }
   for (const p of procs) {
     const before = await refOf(p.pid);
     await stopRef(p, 2000);

@@ -165,7 +165,8 @@ export async function runPod(cluster: string, node: OverlayMember, spec: RunPodS
   }
 }
 
-async function killPodProcesses(init: ProcessRef, holder?: ProcessRef): Promise<void> {
+/** Kills a pod's processes at once: a pod's init ignores SIGTERM, as pid 1 of a namespace does. */
+export async function killPodProcesses(init: ProcessRef, holder?: ProcessRef): Promise<void> {
   // SIGKILL to a pid namespace's init kills every process in that namespace.
   await stopRef(init, 0);
   await waitGone(init, 2000);

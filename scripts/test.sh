@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests first (fast, pure), then integration tests serially (they share the
 # machine's namespaces and processes). Leftovers of an interrupted earlier run are removed first.
-set -euo pipefail
+set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-node dist/cli/podmotion.js cluster down --all --prefix it >/dev/null
+sweep() { node dist/cli/podmotion.js cluster down --all --prefix it >/dev/null; }
+sweep
 mkdir -p test-artifacts
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 status=0
-npx ava 'dist/test/unit/**/*.test.js' || status=$?
+npx ava 'dist/test/unit/**/*.test.js' 2>&1 | tee -a "$log" || status=1
 if [ "$status" -eq 0 ]; then
-  npx ava --serial --concurrency 1 'dist/test/integration/**/*.test.js' || status=$?
+  npx ava --serial --concurrency 1 'dist/test/integration/**/*.test.js' 2>&1 | tee -a "$log" || status=1
 fi
-node dist/cli/podmotion.js cluster down --all --prefix it >/dev/null
+sweep
+passed=$(grep -Eo '[0-9]+ tests? passed' "$log" | awk '{ s += $1 } END { print s + 0 }')
+failed=$(grep -Eo '[0-9]+ (tests? failed|uncaught exceptions?|unhandled rejections?)' "$log" | awk '{ s += $1 } END { print s + 0 }')
+[ "$status" -eq 0 ] || [ "$failed" -gt 0 ] || failed=1
+echo "${passed} passed, ${failed} failed"
 exit "$status"
