@@ -1,0 +1,209 @@
+/**
+ * Checkpoint images travel from the source node's agent to the destination node's agent over one TLS
+ * connection keyed by a per-migration pre-shared key (TLS-PSK): images hold process memory, so they are
+ * encrypted and accepted only from the peer that knows the key, which only the bus (authenticated) carried.
+ * Frame format, after TLS: per file `u16 nameLen | name | u64 size | bytes`, then a zero-length name.
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import tls from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import { pipeline } from 'node:stream/promises';
+import { NodeOperationError } from '../../bus/errors.js';
+
+/** TLS 1.2 PSK with AES-GCM: authenticated encryption, no certificates to manage per migration. */
+const PSK_CIPHERS = 'PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305';
+const PSK_IDENTITY = 'podmotion-images';
+/** Upper bounds on what a receiver accepts: a checkpoint is many files, but not unboundedly many. */
+export const MAX_FILES = 100_000;
+const MAX_NAME_BYTES = 255;
+/** A peer that connects but sends nothing for this long is not a migration peer. */
+export const TRANSFER_IDLE_TIMEOUT_MS = 30_000;
+
+/** A fresh 32-byte key for one migration's image stream. */
+export function newTransferKey(): Buffer {
+  return randomBytes(32);
+}
+
+export interface TransferStats {
+  files: number;
+  bytes: number;
+  ms: number;
+}
+
+export interface Receiver {
+  host: string;
+  port: number;
+  /** Resolves when one complete stream has been written to the directory. */
+  done: Promise<TransferStats>;
+  close(): void;
+}
+
+/** A file name from the wire: a bare name, no separators, no dot-dot. */
+function safeName(name: string): string {
+  if (name.length === 0 || name.includes('/') || name.includes('\0') || name === '.' || name === '..') {
+    throw new NodeOperationError(`image stream: refusing file name ${JSON.stringify(name.slice(0, 80))}`);
+  }
+  return name;
+}
+
+/** Waits until the paused socket has more bytes and appends them to the buffer. */
+async function more(sock: tls.TLSSocket, chunks: { buf: Buffer }): Promise<void> {
+  for (;;) {
+    const next: Buffer | null = sock.read();
+    if (next) {
+      chunks.buf = chunks.buf.length === 0 ? next : Buffer.concat([chunks.buf, next]);
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const onReadable = () => { cleanup(); resolve(); };
+      const onEnd = () => { cleanup(); reject(new NodeOperationError('image stream ended early')); };
+      const onError = (e: Error) => { cleanup(); reject(e); };
+      const cleanup = () => {
+        sock.off('readable', onReadable); sock.off('end', onEnd); sock.off('error', onError);
+      };
+      sock.once('readable', onReadable);
+      sock.once('end', onEnd);
+      sock.once('error', onError);
+    });
+  }
+}
+
+/** Reads exactly n bytes (n is small: a frame header). */
+async function readExact(sock: tls.TLSSocket, n: number, chunks: { buf: Buffer }): Promise<Buffer> {
+  while (chunks.buf.length < n) await more(sock, chunks);
+  const out = chunks.buf.subarray(0, n);
+  chunks.buf = chunks.buf.subarray(n);
+  return out;
+}
+
+async function receiveStream(sock: tls.TLSSocket, dir: string, maxBytes: number): Promise<TransferStats> {
+  const t0 = performance.now();
+  const chunks = { buf: Buffer.alloc(0) };
+  let files = 0;
+  let bytes = 0;
+  for (;;) {
+    const nameLen = (await readExact(sock, 2, chunks)).readUInt16BE(0);
+    if (nameLen === 0) break;
+    if (nameLen > MAX_NAME_BYTES) throw new NodeOperationError(`image stream: file name of ${nameLen} bytes`);
+    const name = safeName((await readExact(sock, nameLen, chunks)).toString('utf8'));
+    const size = Number((await readExact(sock, 8, chunks)).readBigUInt64BE(0));
+    if (++files > MAX_FILES) throw new NodeOperationError(`image stream: more than ${MAX_FILES} files`);
+    if ((bytes += size) > maxBytes) throw new NodeOperationError(`image stream: more than ${maxBytes} bytes`);
+    const out = createWriteStream(path.join(dir, name), { mode: 0o600, flags: 'wx' });
+    let left = size;
+    try {
+      while (left > 0) {
+        if (chunks.buf.length === 0) await more(sock, chunks);
+        const take = chunks.buf.subarray(0, Math.min(left, chunks.buf.length));
+        chunks.buf = chunks.buf.subarray(take.length);
+        left -= take.length;
+        if (!out.write(take)) await new Promise<void>((r) => out.once('drain', () => r()));
+      }
+    } finally {
+      await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
+    }
+  }
+  sock.end('ok');
+  return { files, bytes, ms: performance.now() - t0 };
+}
+
+/**
+ * Listens for exactly one image stream into `dir` (created 0700). Any connection that does not
+ * complete the PSK handshake is dropped without touching the directory.
+ */
+export async function startReceiver(opts: { host: string; dir: string; key: Buffer; maxBytes: number }): Promise<Receiver> {
+  await mkdir(opts.dir, { recursive: true, mode: 0o700 });
+  let settle!: { resolve: (s: TransferStats) => void; reject: (e: Error) => void };
+  const done = new Promise<TransferStats>((resolve, reject) => (settle = { resolve, reject }));
+  done.catch(() => {});
+  let taken = false;
+  const server = tls.createServer({
+    ciphers: PSK_CIPHERS,
+    minVersion: 'TLSv1.2',
+    maxVersion: 'TLSv1.2',
+    pskCallback: (_sock, identity) => (identity === PSK_IDENTITY ? opts.key : null),
+  }, (sock) => {
+    if (taken) return sock.destroy();
+    taken = true;
+    server.close();
+    sock.pause();
+    sock.setTimeout(TRANSFER_IDLE_TIMEOUT_MS, () => sock.destroy(new NodeOperationError('image stream idle too long')));
+    receiveStream(sock, opts.dir, opts.maxBytes).then(settle.resolve, (e: Error) => {
+      sock.destroy();
+      settle.reject(e);
+    });
+  });
+  server.on('tlsClientError', () => {});
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, opts.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    host: opts.host, port, done,
+    close() {
+      server.close();
+      if (!taken) settle.reject(new NodeOperationError('image receiver closed before a stream arrived'));
+    },
+  };
+}
+
+function header(name: string, size: number): Buffer {
+  const n = Buffer.from(name, 'utf8');
+  const h = Buffer.alloc(2 + n.length + 8);
+  h.writeUInt16BE(n.length, 0);
+  n.copy(h, 2);
+  h.writeBigUInt64BE(BigInt(size), 2 + n.length);
+  return h;
+}
+
+/** Streams every regular file of `dir` to a receiver; resolves once the receiver confirmed the stream. */
+export async function sendDirectory(opts: { host: string; port: number; key: Buffer; dir: string; signal?: AbortSignal }): Promise<TransferStats> {
+  const t0 = performance.now();
+  const names = (await readdir(opts.dir)).sort();
+  const sock = tls.connect({
+    host: opts.host, port: opts.port, ciphers: PSK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2',
+    pskCallback: () => ({ psk: opts.key, identity: PSK_IDENTITY }),
+    checkServerIdentity: () => undefined,
+  });
+  const onAbort = () => sock.destroy(new NodeOperationError('image stream aborted'));
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    let failure: Error | undefined;
+    sock.on('error', (e) => (failure ??= e));
+    await new Promise<void>((resolve, reject) => {
+      sock.once('secureConnect', () => resolve());
+      sock.once('error', reject);
+    });
+    let files = 0;
+    let bytes = 0;
+    for (const name of names) {
+      const file = path.join(opts.dir, name);
+      const st = await stat(file);
+      if (!st.isFile()) continue;
+      if (!sock.write(header(name, st.size))) await new Promise<void>((r) => sock.once('drain', () => r()));
+      await pipeline(createReadStream(file), sock, { end: false });
+      files++;
+      bytes += st.size;
+    }
+    const ack = new Promise<void>((resolve, reject) => {
+      let reply = '';
+      sock.on('data', (b: Buffer) => (reply += b.toString()));
+      const verdict = () => (reply === 'ok' ? resolve() : reject(new NodeOperationError('image receiver did not confirm the stream')));
+      sock.once('end', verdict);
+      // A receiver that refuses the stream resets the connection: 'close' may come without 'end'.
+      sock.once('close', verdict);
+      sock.once('error', reject);
+    });
+    sock.write(Buffer.from([0, 0]));
+    await ack;
+    if (failure) throw failure;
+    return { files, bytes, ms: performance.now() - t0 };
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    sock.destroy();
+  }
+}
