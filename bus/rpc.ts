@@ -57,6 +57,8 @@ export interface ServeOptions {
   onError?: (subject: string, err: unknown) => void;
   /** Upper bound on requests handled at once; further ones wait in NATS's queue. */
   maxInFlight?: number;
+  /** Queue group: several responders share the subject, each request goes to one. */
+  queue?: string;
 }
 
 /**
@@ -75,6 +77,7 @@ export function serve<Req, Res>(
   let inFlight = 0;
   const waiting: Array<() => void> = [];
   const sub = nc.subscribe(subject, {
+    ...(opts.queue ? { queue: opts.queue } : {}),
     callback: (err, msg) => {
       if (err) return opts.onError?.(subject, err);
       // Callbacks never await: the work runs detached, bounded by maxInFlight.

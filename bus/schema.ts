@@ -266,6 +266,46 @@ export function bytes(opts: { maxBytes?: number } = {}): Schema<Uint8Array> {
   };
 }
 
+/** A JSON value (null, boolean, finite number, string, array, plain object). */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+/**
+ * Free-form JSON data, such as a phase's result record. The one schema whose work follows the input, so
+ * it is bounded three ways: nesting depth, total number of values visited, and string length.
+ */
+export function json(opts: { maxDepth?: number; maxValues?: number; maxStringLength?: number } = {}): Schema<JsonValue> {
+  const maxDepth = opts.maxDepth ?? 16;
+  const maxValues = opts.maxValues ?? DEFAULT_MAX_ITEMS;
+  const maxString = opts.maxStringLength ?? 65_536;
+  return {
+    run(value, path) {
+      let visited = 0;
+      const walk = (v: unknown, p: PathSegment[], depth: number): JsonValue => {
+        if (++visited > maxValues) fail(p, `expected at most ${maxValues} JSON values`);
+        if (v === null || typeof v === 'boolean') return v;
+        if (typeof v === 'number') {
+          if (!Number.isFinite(v)) fail(p, `expected a finite number, got ${typeName(v)}`);
+          return v;
+        }
+        if (typeof v === 'string') {
+          if (v.length > maxString) fail(p, `expected at most ${maxString} characters, got ${v.length}`);
+          return v;
+        }
+        if (depth >= maxDepth) fail(p, `expected JSON nested at most ${maxDepth} deep`);
+        if (Array.isArray(v)) return v.map((x, i) => walk(x, [...p, i], depth + 1));
+        if (!isPlainObject(v)) fail(p, `expected JSON, got ${typeName(v)}`);
+        const out: Record<string, JsonValue> = {};
+        for (const [k, x] of Object.entries(v)) {
+          if (k === '__proto__') fail(p, 'expected no "__proto__" key');
+          if (x !== undefined) out[k] = walk(x, [...p, clipSegment(k)], depth + 1);
+        }
+        return out;
+      };
+      return walk(value, path, 0);
+    },
+  };
+}
+
 /** The outcome of {@link check}. */
 export type CheckResult<T> = { ok: true; value: T } | { ok: false; error: ShapeError };
 

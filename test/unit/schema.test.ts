@@ -1,6 +1,7 @@
 // Unit tests for bus/schema.ts: inference, acceptance, one-line rejections with paths, and bounded work.
 import test from 'ava';
 import { DecodeError, ShapeError } from '../../bus/errors.js';
+import * as schemaModule from '../../bus/schema.js';
 import {
   arr, bool, bytes, check, literal, nullable, num, obj, optional, parse, record, str, union,
   type Infer, type Schema,
@@ -175,4 +176,17 @@ test('objects read only the keys their shape names', (t) => {
   });
   t.deepEqual(parse(Ping, spy), { type: 'ping', node: 'n', sentAtMs: 1 });
   t.deepEqual([...touched].sort(), ['node', 'sentAtMs', 'type']);
+});
+
+test('json accepts JSON values and bounds depth, size and strings', (t) => {
+  const { json, parse } = schemaModule;
+  const v = { a: [1, 'x', null, true, { b: 2.5 }], c: {} };
+  t.deepEqual(parse(json(), v), v);
+  let deep: unknown = 1;
+  for (let i = 0; i < 40; i++) deep = [deep];
+  t.throws(() => parse(json(), deep), { message: /nested at most 16 deep/ });
+  t.throws(() => parse(json({ maxValues: 10 }), Array.from({ length: 20 }, () => 0)), { message: /at most 10 JSON values/ });
+  t.throws(() => parse(json({ maxStringLength: 3 }), 'abcd'), { message: /at most 3 characters/ });
+  t.throws(() => parse(json(), { x: Number.NaN }), { message: /field "x": expected a finite number/ });
+  t.throws(() => parse(json(), { d: new Date(0) }), { message: /expected JSON, got Date/ });
 });

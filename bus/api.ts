@@ -1,0 +1,101 @@
+/**
+ * The coordinator's API (`podmotion.v1.api.*`) and migration events: the messages the CLI, the CR bridge
+ * and the inspector exchange with the coordinator. Shapes mirror machines/status.ts.
+ */
+import { arr, bool, json, literal, num, obj, optional, record, str, type Infer } from './schema.js';
+
+const name = () => str({ minLength: 1, maxLength: 63, pattern: /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/ });
+
+export const PhaseSchema = literal(
+  'Pending', 'SocketInventory', 'Validating', 'DestinationPrewarm', 'PreCopyMemory', 'ZeroWindowArm', 'FinalFreeze',
+  'OverlayHandoff', 'Restore', 'DisengageHold', 'TCPVerifying', 'ServiceVerifying', 'Cutover', 'RollingBack',
+  'Complete', 'Validated', 'RolledBack', 'Cancelled', 'Failed',
+);
+export const StrategySchema = literal('PreCopy', 'PostCopy', 'Cold');
+
+export const MigrationSpecSchema = obj({
+  id: str({ minLength: 1, maxLength: 128 }),
+  pod: name(),
+  sourceNode: name(),
+  destinationNode: name(),
+  strategy: StrategySchema,
+  networkContinuity: bool(),
+  dryRun: bool(),
+  bandwidthMbps: optional(num({ min: 1 })),
+  timeouts: optional(record(num({ min: 1 }), { maxKeys: 32 })),
+});
+
+export const ConditionSchema = obj({
+  type: PhaseSchema,
+  status: literal('True', 'False', 'Unknown'),
+  reason: str({ maxLength: 128 }),
+  message: str({ maxLength: 8192 }),
+  lastTransitionTimeMs: num(),
+  startedAtMs: num(),
+  durationMs: optional(num()),
+});
+
+export const MigrationStatusSchema = obj({
+  spec: MigrationSpecSchema,
+  phase: PhaseSchema,
+  conditions: arr(ConditionSchema, { maxItems: 64 }),
+  results: record(json(), { maxKeys: 32 }),
+  error: optional(obj({ phase: PhaseSchema, code: str({ maxLength: 64 }), message: str({ maxLength: 8192 }) })),
+  cancelRequested: bool(),
+  rollbackReason: optional(literal('failure', 'cancel', 'timeout', 'coordinator-restart')),
+  cutoverAttempts: num({ int: true, min: 0 }),
+  startedAtMs: num(),
+  endedAtMs: optional(num()),
+  updatedAtMs: num(),
+});
+export type MigrationStatusMsg = Infer<typeof MigrationStatusSchema>;
+
+/** `podmotion migrate`: what a user may ask for. The coordinator fills in the rest. */
+export const MigrateRequest = obj({
+  pod: name(),
+  toNode: optional(name()),
+  strategy: optional(StrategySchema),
+  dryRun: optional(bool()),
+  networkContinuity: optional(bool()),
+  bandwidthMbps: optional(num({ min: 1, max: 1_000_000 })),
+  /** Bound on the whole migration, seconds. */
+  timeoutS: optional(num({ min: 1, max: 86_400 })),
+});
+export type MigrateRequest = Infer<typeof MigrateRequest>;
+
+export const MigrationRef = obj({ id: str({ minLength: 1, maxLength: 128 }) });
+export type MigrationRef = Infer<typeof MigrationRef>;
+
+export const StatusReply = obj({ status: MigrationStatusSchema });
+export type StatusReply = Infer<typeof StatusReply>;
+
+export const MigrationSummary = obj({
+  id: str({ maxLength: 128 }),
+  pod: name(),
+  sourceNode: name(),
+  destinationNode: name(),
+  strategy: StrategySchema,
+  phase: PhaseSchema,
+  startedAtMs: num(),
+  endedAtMs: optional(num()),
+  freezeMs: optional(num()),
+});
+export type MigrationSummary = Infer<typeof MigrationSummary>;
+
+export const ListRequest = obj({ active: optional(bool()) });
+export type ListRequest = Infer<typeof ListRequest>;
+export const ListReply = obj({ migrations: arr(MigrationSummary, { maxItems: 10_000 }) });
+export type ListReply = Infer<typeof ListReply>;
+
+export const CancelReply = obj({ id: str({ maxLength: 128 }), phase: PhaseSchema, accepted: bool(), message: str({ maxLength: 1024 }) });
+export type CancelReply = Infer<typeof CancelReply>;
+
+/** Published on `podmotion.v1.events.migration.<id>` at every phase change (and kept in the events stream). */
+export const MigrationEvent = obj({
+  type: literal('phase'),
+  id: str({ maxLength: 128 }),
+  phase: PhaseSchema,
+  atMs: num(),
+  status: MigrationStatusSchema,
+});
+export type MigrationEvent = Infer<typeof MigrationEvent>;
