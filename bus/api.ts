@@ -58,8 +58,8 @@ export const MigrateRequest = obj({
   dryRun: optional(bool()),
   networkContinuity: optional(bool()),
   bandwidthMbps: optional(num({ min: 1, max: 1_000_000 })),
-  /** Bound on the whole migration, seconds. */
-  timeoutS: optional(num({ min: 1, max: 86_400 })),
+  /** Test hook: fail after this phase's real work; refused unless the coordinator runs with test hooks. */
+  failAt: optional(PhaseSchema),
 });
 export type MigrateRequest = Infer<typeof MigrateRequest>;
 

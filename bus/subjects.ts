@@ -3,12 +3,14 @@
  * permissions handed to each bus identity are derived from these, so a rename cannot open a hole.
  */
 
+import type { MigVerb } from './node-migration.js';
+
 /** Root of every subject; the version lets a newer API run beside an older one. */
 export const API_ROOT = 'podmotion.v1';
 
 export const Subjects = {
   /** Requests to one node agent: `podmotion.v1.node.<node>.<verb>`. */
-  node: (node: string, verb: NodeVerb) => `${API_ROOT}.node.${node}.${verb}`,
+  node: (node: string, verb: NodeVerb | MigVerb) => `${API_ROOT}.node.${node}.${verb}`,
   /** Everything addressed to one node (for permissions and subscriptions). */
   nodeAll: (node: string) => `${API_ROOT}.node.${node}.>`,
   /** Events a node publishes about itself (heartbeats, pod changes). */

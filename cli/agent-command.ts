@@ -6,6 +6,8 @@ import { systemClock } from '../common/clock.js';
 import { startAgent } from '../node-runtime/agent.js';
 import { measureCapabilities } from '../node-runtime/capabilities.js';
 import { requireCluster } from '../node-runtime/local-cluster.js';
+import { registerMigrationActors } from '../actors/node/index.js';
+import { bpfHold } from '../actors/node/bpf-hold.js';
 import { parse } from './args.js';
 import { UsageError } from './output.js';
 
@@ -23,12 +25,15 @@ export async function agentCommand(argv: string[]): Promise<void> {
   const capabilities = await measureCapabilities();
   const nc = await connectBus(bus, `podmotion-agent-${nodeName}`);
   const agent = await startAgent({ cluster, node, nc, clock: systemClock, log, capabilities });
+  // Image streams between agents of the local cluster go over loopback: the agents share the host's network.
+  const migration = registerMigrationActors({ cluster, node, nc, clock: systemClock, log, hold: bpfHold, dataHost: '127.0.0.1' });
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
     void nc.closed().then(() => resolve());
   });
+  for (const s of migration) s.unsubscribe();
   await agent.stop();
   await nc.drain().catch(() => {});
 }

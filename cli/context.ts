@@ -1,11 +1,10 @@
 /** What commands share: the cluster they address and a bus connection to it. */
 import type { NatsConnection } from '@nats-io/nats-core';
-import { Kvm } from '@nats-io/kv';
 import { connectBus, type BusAddress } from '../bus/connection.js';
-import { Buckets, Subjects } from '../bus/subjects.js';
+import { Subjects } from '../bus/subjects.js';
 import { request } from '../bus/rpc.js';
 import { NotFoundError } from '../bus/errors.js';
-import type { NodeRegistration, PodInfo } from '../bus/messages.js';
+import type { PodInfo } from '../bus/messages.js';
 import { codecs } from '../node-runtime/agent.js';
 import { adminBus, requireCluster } from '../node-runtime/local-cluster.js';
 import type { ClusterRecord } from '../node-runtime/records.js';
@@ -35,17 +34,7 @@ export async function withCluster<T>(p: Parsed, fn: (ctx: Ctx) => Promise<T>): P
   }
 }
 
-/** Registrations currently in the nodes bucket (expired ones are gone by the bucket's TTL). */
-export async function registrations(nc: NatsConnection): Promise<Map<string, NodeRegistration>> {
-  const kv = await new Kvm(nc).open(Buckets.nodes);
-  const out = new Map<string, NodeRegistration>();
-  const keys = await kv.keys();
-  for await (const k of keys) {
-    const e = await kv.get(k);
-    if (e && e.operation === 'PUT') out.set(k, codecs.registration.decode(e.value));
-  }
-  return out;
-}
+export { readRegistrations as registrations } from '../bus/registry.js';
 
 /** Every pod of the cluster, asked of each node agent; nodes that do not answer are listed apart. */
 export async function allPods(ctx: Ctx): Promise<{ pods: PodInfo[]; unreachable: string[] }> {

@@ -3,6 +3,8 @@ import { clusterCommand, nodeCommand } from './cluster-commands.js';
 import { podCommand } from './pod-commands.js';
 import { agentCommand } from './agent-command.js';
 import { doctorCommand } from './doctor-command.js';
+import { coordinatorCommand } from './coordinator-command.js';
+import { migrationCommand } from './migrate-commands.js';
 import { demoCommand } from './demo-command.js';
 import { exitCodeFor, printError, UsageError } from './output.js';
 
@@ -15,6 +17,9 @@ export const USAGE = `usage: podmotion <command> [flags]
   node list | node ping NODE [--count N]   node agents on the bus
   pod run NAME --node NODE [--port P] -- CMD...
   pod list | pod logs NAME [--lines N] | pod delete NAME
+  migrate POD [--to-node N] [--strategy Cold] [--dry-run] [--wait] [--timeout S]
+          [--no-network-continuity]        live-migrate a pod, streaming its phases
+  status NAME | describe NAME | cancel NAME | list [--active]
   demo                                     the end-to-end demo on a fresh local cluster
 
 flags for every command: --json, --cluster NAME (default: local, or PODMOTION_CLUSTER),
@@ -32,7 +37,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'node': await nodeCommand(rest); return 0;
       case 'pod': await podCommand(rest); return 0;
       case 'agent': await agentCommand(rest); return 0;
+      case 'coordinator': await coordinatorCommand(rest); return 0;
       case 'demo': return await demoCommand(rest);
+      case 'migrate': case 'status': case 'describe': case 'cancel': case 'list':
+        return await migrationCommand(cmd, rest);
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(USAGE);
         return cmd === undefined ? 2 : 0;

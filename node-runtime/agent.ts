@@ -55,12 +55,12 @@ export async function podInfo(rec: PodRecord): Promise<PodInfo> {
 
 /** Pods this node runs, from the records its runtime keeps. */
 async function localPods(cfg: AgentConfig): Promise<PodRecord[]> {
-  return (await listPodRecords(cfg.cluster)).filter((p) => p.node === cfg.node.name);
+  return (await listPodRecords(cfg.cluster)).filter((p) => p.node === cfg.node.name && p.incoming === undefined);
 }
 
 async function ownPod(cfg: AgentConfig, name: string): Promise<PodRecord> {
-  const rec = await readPodRecord(cfg.cluster, name);
-  if (!rec || rec.node !== cfg.node.name) throw new NotFoundError(`pod ${name} is not on ${cfg.node.name}`);
+  const rec = await readPodRecord(cfg.cluster, cfg.node.name, name);
+  if (!rec || rec.incoming !== undefined) throw new NotFoundError(`pod ${name} is not on ${cfg.node.name}`);
   return rec;
 }
 
@@ -89,7 +89,7 @@ export async function startAgent(cfg: AgentConfig): Promise<Agent> {
     serve(nc, Subjects.node(node.name, 'pod.delete'), codecs.podRef, codecs.podInfo, async (req) => {
       const rec = await ownPod(cfg, req.name);
       const info = await podInfo(rec);
-      await deletePod(cfg.cluster, req.name);
+      await deletePod(cfg.cluster, node.name, req.name);
       log.info({ pod: req.name }, 'pod deleted');
       return { ...info, running: false };
     }, { onError }),
@@ -98,7 +98,7 @@ export async function startAgent(cfg: AgentConfig): Promise<Agent> {
     }), { onError }),
     serve(nc, Subjects.node(node.name, 'pod.logs'), codecs.podLogsReq, codecs.podLogs, async (req) => {
       await ownPod(cfg, req.name);
-      return { name: req.name, lines: await podLogs(cfg.cluster, req.name, req.lines ?? 200) };
+      return { name: req.name, lines: await podLogs(cfg.cluster, node.name, req.name, req.lines ?? 200) };
     }, { onError }),
   ];
   let stopped = false;

@@ -57,14 +57,18 @@ export function clusterFile(cluster: string): string {
 export function podsDir(cluster: string): string {
   return path.join(clusterDir(cluster), 'pods');
 }
-export function podRecordFile(cluster: string, pod: string): string {
-  return path.join(podsDir(cluster), `${pod}.json`);
+/** Pod records are per node: during a migration the source and destination each keep their own. */
+export function podRecordFile(cluster: string, node: string, pod: string): string {
+  return path.join(podsDir(cluster), node, `${pod}.json`);
 }
 export function podLogFile(cluster: string, pod: string): string {
   return path.join(clusterDir(cluster), 'logs', `${pod}.log`);
 }
 export function credsDir(cluster: string): string {
   return path.join(clusterDir(cluster), 'creds');
+}
+export function coordinatorLogFile(cluster: string): string {
+  return path.join(clusterDir(cluster), 'logs', 'coordinator.log');
 }
 export function agentLogFile(cluster: string, node: string): string {
   return path.join(clusterDir(cluster), 'logs', `agent-${node}.log`);
@@ -97,3 +101,17 @@ export const CRIU_FEATURES = ['mem_dirty_track', 'uffd', 'uffd-noncoop', 'tcp_ha
 
 /** The podmotion CLI entry, used to spawn agents and the coordinator as separate processes. */
 export const CLI_ENTRY = path.join(PROJECT_ROOT, 'dist', 'cli', 'podmotion.js');
+
+/** Native helpers built by scripts/build-native.sh. */
+export const NATIVE_DIR = path.join(PROJECT_ROOT, 'dist', 'native');
+
+/** Checkpoint images live on tmpfs (they are memory, and a secret): one 0700 directory per migration. */
+export const IMAGES_ROOT = process.env['PODMOTION_IMAGES_DIR'] ?? '/dev/shm/podmotion';
+export function imagesDir(migrationId: string, role: 'source' | 'destination'): string {
+  return path.join(IMAGES_ROOT, `${migrationId}-${role}`);
+}
+/** bpffs pins of one pod's traffic hold on one node. */
+export const BPF_PIN_ROOT = '/sys/fs/bpf/podmotion';
+export function holdPinDir(cluster: string, node: string, pod: string): string {
+  return path.join(BPF_PIN_ROOT, `${cluster}-${node}-${pod}`);
+}

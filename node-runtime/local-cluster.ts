@@ -16,7 +16,7 @@ import { ensureBusResources } from '../bus/jetstream.js';
 import { Buckets, Subjects } from '../bus/subjects.js';
 import { NodeRegistration } from '../bus/messages.js';
 import { createCodec } from '../bus/codec.js';
-import { CLI_ENTRY, agentLogFile, clusterDir, credsDir } from './constants.js';
+import { CLI_ENTRY, agentLogFile, clusterDir, coordinatorLogFile, credsDir } from './constants.js';
 import { createFabric, destroyFabric } from './fabric.js';
 import { planCluster, type ClusterPlan } from './plan.js';
 import { isAlive, refOf, stopRef, type ProcessRef } from './procs.js';
@@ -63,19 +63,28 @@ export interface UpOptions {
   onProgress?: (line: string) => void;
 }
 
-async function spawnAgent(rec: ClusterRecord, node: string, bus: BusAddress): Promise<ProcessRef> {
-  const logFile = agentLogFile(rec.plan.cluster, node);
+/** Starts a control-plane process (`podmotion agent|coordinator ...`) detached, logging to its own file. */
+async function spawnDaemon(args: string[], logFile: string, bus: BusAddress): Promise<ProcessRef> {
   await mkdir(path.dirname(logFile), { recursive: true, mode: 0o700 });
   const log = await open(logFile, 'a', 0o600);
   const env = { ...process.env, NATS_URL: bus.url, PODMOTION_NKEY: bus.seedFile ?? '' };
-  const child = spawn(process.execPath, [CLI_ENTRY, 'agent', '--cluster', rec.plan.cluster, '--node', node], {
-    detached: true, stdio: ['ignore', log.fd, log.fd], env,
-  });
+  const child = spawn(process.execPath, [CLI_ENTRY, ...args], { detached: true, stdio: ['ignore', log.fd, log.fd], env });
   await log.close();
   child.unref();
   const ref = child.pid !== undefined ? await refOf(child.pid) : undefined;
-  if (!ref) throw new NodeOperationError(`agent for ${node} did not start (see ${logFile})`);
+  if (!ref) throw new NodeOperationError(`podmotion ${args[0]} did not start (see ${logFile})`);
   return ref;
+}
+
+function spawnAgent(rec: ClusterRecord, node: string, bus: BusAddress): Promise<ProcessRef> {
+  return spawnDaemon(['agent', '--cluster', rec.plan.cluster, '--node', node], agentLogFile(rec.plan.cluster, node), bus);
+}
+
+/** Starts the cluster's coordinator and records it; used by `cluster up` and to restart a crashed one. */
+export async function startCoordinatorProcess(rec: ClusterRecord, bus: BusAddress): Promise<ProcessRef> {
+  rec.coordinator = await spawnDaemon(['coordinator', '--cluster', rec.plan.cluster], coordinatorLogFile(rec.plan.cluster), bus);
+  await writeClusterRecord(rec);
+  return rec.coordinator;
 }
 
 /** Waits until every node of the plan has a registration in the nodes bucket. */
@@ -94,6 +103,22 @@ export async function waitForAgents(nc: NatsConnection, plan: ClusterPlan, timeo
       throw new NodeOperationError(`node agents did not register within ${timeoutMs} ms: ${missing.join(', ')} (see ${path.join(clusterDir(plan.cluster), 'logs')})`);
     }
     await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The coordinator answers the micro-service PING once it serves the API. */
+export const COORDINATOR_READY_TIMEOUT_MS = 15_000;
+
+export async function waitForCoordinator(nc: NatsConnection, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await nc.request('$SRV.PING.podmotion', new Uint8Array(), { timeout: 500 });
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new NodeOperationError(`the coordinator did not start within ${timeoutMs} ms (see coordinator.log in the cluster's logs)`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 }
 
@@ -134,6 +159,9 @@ export async function clusterUp(opts: UpOptions): Promise<ClusterRecord> {
       }
       await waitForAgents(nc, plan, AGENTS_READY_TIMEOUT_MS);
       say(`agents: ${plan.nodes.length} registered`);
+      await startCoordinatorProcess(rec, opts.bus ?? adminBus(rec));
+      await waitForCoordinator(nc, COORDINATOR_READY_TIMEOUT_MS);
+      say('coordinator: serving podmotion.v1');
     } finally {
       await nc.close();
     }

@@ -88,11 +88,12 @@ async function startInit(netns: string, spec: RunPodSpec, logFile: string): Prom
   const log = await open(logFile, 'a', 0o600);
   try {
     // nsenter joins the pod netns without a new mount namespace (CRIU refuses to dump one made by
-    // `ip netns exec`); unshare --fork makes the command pid 1 of fresh pid/ipc/uts namespaces.
+    // `ip netns exec`); unshare --fork makes the command pid 1 of fresh pid/ipc/uts namespaces; setsid
+    // makes it its own session leader, since CRIU refuses a session led from outside the pid namespace.
     const child = spawn(
       'nsenter',
       [`--net=/run/netns/${netns}`, '--', 'unshare', '--pid', '--ipc', '--uts', '--fork', '--',
-        '/bin/sh', '-c', 'hostname "$0" && exec "$@"', spec.name, ...spec.command],
+        '/bin/sh', '-c', 'hostname "$0" && exec setsid "$@"', spec.name, ...spec.command],
       { detached: true, stdio: ['ignore', log.fd, log.fd] },
     );
     child.unref();
@@ -136,10 +137,11 @@ async function waitListening(rec: PodRecord, port: number): Promise<void> {
 /** Starts a pod on a node: namespace, address, process, record. Cleans up whatever it made on failure. */
 export async function runPod(cluster: string, node: OverlayMember, spec: RunPodSpec): Promise<PodRecord> {
   validatePodSpec(spec);
-  if (await readPodRecord(cluster, spec.name)) throw new ConflictError(`pod ${spec.name} already exists`);
+  const all = await listPodRecords(cluster);
+  if (all.some((p) => p.name === spec.name)) throw new ConflictError(`pod ${spec.name} already exists`);
   const used = new Set<number>();
   const prefix = podIp(node.index, 0).replace(/0$/, '');
-  for (const p of await listPodRecords(cluster)) if (p.ip.startsWith(prefix)) used.add(Number(p.ip.slice(prefix.length)));
+  for (const p of all) if (p.ip.startsWith(prefix)) used.add(Number(p.ip.slice(prefix.length)));
   const host = allocateHost(used);
   if (host === undefined) throw new ConflictError(`node ${node.name} has no free pod address`);
   const ipAddr = podIp(node.index, host);
@@ -174,12 +176,12 @@ export async function killPodProcesses(init: ProcessRef, holder?: ProcessRef): P
 }
 
 /** Deletes a pod: its processes, namespace, record and log. */
-export async function deletePod(cluster: string, pod: string): Promise<PodRecord> {
-  const rec = await readPodRecord(cluster, pod);
-  if (!rec) throw new NotFoundError(`pod ${pod} not found`);
+export async function deletePod(cluster: string, node: string, pod: string): Promise<PodRecord> {
+  const rec = await readPodRecord(cluster, node, pod);
+  if (!rec) throw new NotFoundError(`pod ${pod} not found on ${node}`);
   await killPodProcesses(rec.init, rec.holder);
   await removePodNetwork(rec.netns);
-  await removePodRecord(cluster, pod);
+  await removePodRecord(cluster, node, pod);
   await rm(rec.logFile, { force: true });
   return rec;
 }
@@ -205,8 +207,8 @@ export async function readTail(file: string, lines: number): Promise<string[]> {
   }
 }
 
-export async function podLogs(cluster: string, pod: string, lines: number): Promise<string[]> {
-  const rec = await readPodRecord(cluster, pod);
+export async function podLogs(cluster: string, node: string, pod: string, lines: number): Promise<string[]> {
+  const rec = await readPodRecord(cluster, node, pod);
   if (!rec) throw new NotFoundError(`pod ${pod} not found`);
   return readTail(rec.logFile, lines);
 }

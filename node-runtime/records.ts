@@ -32,6 +32,8 @@ export interface PodRecord {
   holder?: ProcessRef;
   logFile: string;
   startedAtMs: number;
+  /** Set on a destination's copy until its migration's cutover: the pod is not yet served from here. */
+  incoming?: string;
 }
 
 /** Writes JSON atomically (temp file + rename): a crash never leaves half a record. */
@@ -72,29 +74,38 @@ export async function removeClusterDir(cluster: string): Promise<void> {
   await rm(clusterDir(cluster), { recursive: true, force: true });
 }
 
-export function readPodRecord(cluster: string, pod: string): Promise<PodRecord | undefined> {
-  return readJson<PodRecord>(podRecordFile(cluster, pod));
+export function readPodRecord(cluster: string, node: string, pod: string): Promise<PodRecord | undefined> {
+  return readJson<PodRecord>(podRecordFile(cluster, node, pod));
 }
 
 export function writePodRecord(cluster: string, rec: PodRecord): Promise<void> {
-  return writeJson(podRecordFile(cluster, rec.name), rec);
+  return writeJson(podRecordFile(cluster, rec.node, rec.name), rec);
 }
 
-export async function removePodRecord(cluster: string, pod: string): Promise<void> {
-  await rm(podRecordFile(cluster, pod), { force: true });
+export async function removePodRecord(cluster: string, node: string, pod: string): Promise<void> {
+  await rm(podRecordFile(cluster, node, pod), { force: true });
 }
 
+/** Every pod record of the cluster, on every node (a pod being migrated has one on each side). */
 export async function listPodRecords(cluster: string): Promise<PodRecord[]> {
-  let names: string[];
+  let nodes: string[];
   try {
-    names = await readdir(podsDir(cluster));
+    nodes = (await readdir(podsDir(cluster))).sort();
   } catch {
     return [];
   }
   const recs: PodRecord[] = [];
-  for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
-    const r = await readJson<PodRecord>(path.join(podsDir(cluster), n));
-    if (r) recs.push(r);
+  for (const node of nodes) {
+    let names: string[];
+    try {
+      names = await readdir(path.join(podsDir(cluster), node));
+    } catch {
+      continue;
+    }
+    for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
+      const r = await readJson<PodRecord>(path.join(podsDir(cluster), node, n));
+      if (r) recs.push(r);
+    }
   }
   return recs;
 }

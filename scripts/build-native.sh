@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Compiles the C parts of PodMotion (eBPF programs, native helpers) into dist/, when their sources changed.
+# Compiles the C parts of PodMotion (eBPF programs, native helpers) into dist/native, when their sources changed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 shopt -s nullglob
-mkdir -p "$root/dist/bpf"
-for src in "$root"/bpf/*.bpf.c; do
-  out="$root/dist/bpf/$(basename "${src%.c}").o"
+mkdir -p "$root/dist/native"
+
+# Native helpers: criu-shim/native/NAME.c becomes dist/native/pm-NAME; node-runtime/native/pm-NAME.c keeps its
+# name. Plain C, no extra libraries.
+build() {
+  local src=$1 out=$2
   if [ ! -f "$out" ] || [ "$src" -nt "$out" ]; then
-    clang -O2 -g -Wall -Werror -target bpf -c "$src" -o "$out"
+    gcc -O2 -Wall -Werror -o "$out.tmp" "$src"
+    mv "$out.tmp" "$out"
   fi
-done
+}
+for src in "$root"/criu-shim/native/*.c; do build "$src" "$root/dist/native/pm-$(basename "${src%.c}")"; done
+for src in "$root"/node-runtime/native/*.c; do build "$src" "$root/dist/native/$(basename "${src%.c}")"; done
+
+# The traffic hold: tc programs and their controller (bpf/build.sh decides what is stale).
+if [ -f "$root/bpf/build.sh" ]; then
+  bash "$root/bpf/build.sh" "$root/dist/native"
+fi

@@ -1,0 +1,42 @@
+/** Codecs for everything the coordinator sends and receives. */
+import { createCodec } from '../../bus/codec.js';
+import * as api from '../../bus/api.js';
+import * as mig from '../../bus/node-migration.js';
+import { obj, str } from '../../bus/schema.js';
+
+/** What the migrations bucket holds per migration: the status and the machine's persisted snapshot. */
+export const StoredMigration = obj({
+  status: api.MigrationStatusSchema,
+  snapshotJson: str({ maxLength: 4 << 20 }),
+});
+
+export const apiCodecs = {
+  migrate: createCodec(api.MigrateRequest, 'migrate request'),
+  ref: createCodec(api.MigrationRef, 'migration reference'),
+  statusReply: createCodec(api.StatusReply, 'migration status'),
+  listReq: createCodec(api.ListRequest, 'list request'),
+  listReply: createCodec(api.ListReply, 'migration list'),
+  cancelReply: createCodec(api.CancelReply, 'cancel reply'),
+  event: createCodec(api.MigrationEvent, 'migration event'),
+  stored: createCodec(StoredMigration, 'stored migration'),
+} as const;
+
+export const migCodecs = {
+  step: createCodec(mig.MigStep, 'migration step'),
+  inventory: createCodec(mig.InventoryReply, 'socket inventory'),
+  prepare: createCodec(mig.PrepareRequest, 'prepare request'),
+  prepareReply: createCodec(mig.PrepareReply, 'prepare reply'),
+  arm: createCodec(mig.ArmReply, 'arm reply'),
+  freeze: createCodec(mig.FreezeRequest, 'freeze request'),
+  freezeReply: createCodec(mig.FreezeReply, 'freeze reply'),
+  restore: createCodec(mig.RestoreRequest, 'restore request'),
+  restoreReply: createCodec(mig.RestoreReply, 'restore reply'),
+  disengageReq: createCodec(mig.DisengageRequest, 'disengage request'),
+  disengage: createCodec(mig.DisengageReply, 'disengage reply'),
+  holdStats: createCodec(mig.HoldStatsReply, 'hold stats'),
+  probe: createCodec(mig.ProbeRequest, 'probe request'),
+  probeReply: createCodec(mig.ProbeReply, 'probe reply'),
+  role: createCodec(mig.RoleRequest, 'role request'),
+  done: createCodec(mig.Done, 'done'),
+  route: createCodec(mig.RouteRequest, 'route request'),
+} as const;

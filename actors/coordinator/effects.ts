@@ -1,0 +1,172 @@
+/**
+ * The migration machine's effects, as the coordinator performs them: each is a request to the source
+ * node, the destination node or every node's network relay. Node operations are idempotent per
+ * migration id, so a retried or resumed effect is safe.
+ */
+import type { NatsConnection } from '@nats-io/nats-core';
+import { request } from '../../bus/rpc.js';
+import { Subjects } from '../../bus/subjects.js';
+import { InvalidRequestError, PreconditionError } from '../../bus/errors.js';
+import type { FreezeReply, InventoryReply, PrepareReply, RestoreReply, SocketSeq } from '../../bus/node-migration.js';
+import type { NodeRegistration } from '../../bus/messages.js';
+import { phaseTimeoutMs, type MigrationStatus, type WorkPhase } from '../../machines/index.js';
+import { migCodecs as c } from './codecs.js';
+
+/** What effects need from the coordinator. */
+export interface EffectDeps {
+  nc: NatsConnection;
+  /** Current node registrations (from the nodes bucket). */
+  registrations(): Promise<Map<string, NodeRegistration>>;
+  /** Overlay members that are not nodes (the local cluster's client namespace): route them here. */
+  routeExtraMembers(podIp: string, vtepIp: string): Promise<void>;
+  /** Per-migration secrets that must never enter a status (the image stream key). */
+  secrets: Map<string, PrepareReply>;
+}
+
+export type Json = Record<string, unknown>;
+/** One effect: the machine's status in, a JSON-safe result out. */
+export type Effect = (status: MigrationStatus) => Promise<Json>;
+
+/** The VTEP address of a node: the .0 of its pod CIDR (flannel's convention, see node-runtime/plan.ts). */
+export function vtepOf(podCidr: string): string {
+  return podCidr.split('/')[0]!;
+}
+
+function result<T>(status: MigrationStatus, phase: WorkPhase): T {
+  return status.results[phase] as T;
+}
+
+/** Compares sequence state before (source, at freeze) and after (destination, restored). */
+export function compareSockets(before: readonly SocketSeq[], after: readonly SocketSeq[]) {
+  const key = (s: SocketSeq) => `${s.local}>${s.remote}`;
+  const restored = new Map(after.map((s) => [key(s), s]));
+  const connections = before.map((b) => {
+    const a = restored.get(key(b));
+    const seqDelta = a ? Math.max(Math.abs(a.sndSeq - b.sndSeq), Math.abs(a.rcvSeq - b.rcvSeq)) : undefined;
+    return { local: b.local, remote: b.remote, preserved: a !== undefined && seqDelta === 0, seqDelta: seqDelta ?? -1 };
+  });
+  const seqDeltaMax = connections.reduce((m, x) => Math.max(m, x.seqDelta), 0);
+  return { connections, preserved: connections.filter((x) => x.preserved).length, seqDeltaMax };
+}
+
+/** Builds the machine's actors for one coordinator. */
+export function createEffects(deps: EffectDeps) {
+  const { nc } = deps;
+  const ask = <Req, Res>(node: string, verb: Parameters<typeof Subjects.node>[1], reqC: { encode(v: Req): Uint8Array }, resC: { decode(d: Uint8Array): Res }, body: Req, status: MigrationStatus, phase: WorkPhase | 'RollingBack') =>
+    request(nc, Subjects.node(node, verb), reqC as never, resC as never, body as never, { timeoutMs: phaseTimeoutMs(status.spec, phase as never) }) as Promise<Res>;
+  const step = (s: MigrationStatus) => ({ id: s.spec.id, pod: s.spec.pod });
+  const effect = (fn: (s: MigrationStatus) => Promise<Json>) => fn;
+
+  async function routeEverywhere(s: MigrationStatus, podIp: string, node: string, phase: WorkPhase | 'RollingBack'): Promise<number> {
+    const regs = await deps.registrations();
+    const target = regs.get(node);
+    if (!target) throw new PreconditionError(`node ${node} is not registered; cannot route ${podIp} to it`);
+    const vtepIp = vtepOf(target.podCidr);
+    await Promise.all([...regs.keys()].map((n) =>
+      ask(n, 'relay.route', c.route, c.done, { id: s.spec.id, pod: s.spec.pod, podIp, node, vtepIp }, s, phase)));
+    await deps.routeExtraMembers(podIp, vtepIp);
+    return regs.size;
+  }
+
+  return {
+    socketInventory: effect(async (s) => ({ ...(await ask(s.spec.sourceNode, 'mig.inventory', c.step, c.inventory, step(s), s, 'SocketInventory')) })),
+
+    validate: effect(async (s) => {
+      const regs = await deps.registrations();
+      const src = regs.get(s.spec.sourceNode);
+      const dst = regs.get(s.spec.destinationNode);
+      if (s.spec.sourceNode === s.spec.destinationNode) throw new InvalidRequestError(`pod ${s.spec.pod} already runs on ${s.spec.destinationNode}`);
+      if (!src) throw new PreconditionError(`source node ${s.spec.sourceNode} is not registered`);
+      if (!dst) throw new PreconditionError(`destination node ${s.spec.destinationNode} is not registered`);
+      for (const r of [src, dst]) {
+        if (!r.capabilities.criuOk) throw new PreconditionError(`node ${r.node} has no working CRIU: ${r.capabilities.criuProblem ?? 'criu check failed'}`);
+      }
+      if (s.spec.strategy !== 'Cold') throw new InvalidRequestError(`strategy ${s.spec.strategy} is not available yet; use --strategy Cold`);
+      return { source: src.node, destination: dst.node, criu: dst.capabilities.criuVersion ?? '', kernel: dst.capabilities.kernel };
+    }),
+
+    prewarmDestination: effect(async (s) => {
+      const inv = result<InventoryReply>(s, 'SocketInventory');
+      const reply = await ask(s.spec.destinationNode, 'mig.prepare', c.prepare, c.prepareReply,
+        { id: s.spec.id, pod: s.spec.pod, ip: inv.ip, mac: inv.mac, sourceNode: s.spec.sourceNode }, s, 'DestinationPrewarm');
+      deps.secrets.set(s.spec.id, reply);
+      return { receiver: `${reply.host}:${reply.port}` };
+    }),
+
+    preCopyMemory: effect(async (s) => {
+      throw new InvalidRequestError(`strategy ${s.spec.strategy} is not available yet; use --strategy Cold`);
+    }),
+
+    armHold: effect(async (s) => ({ ...(await ask(s.spec.sourceNode, 'mig.arm', c.step, c.arm, step(s), s, 'ZeroWindowArm')) })),
+
+    freezeAndCapture: effect(async (s) => {
+      const target = deps.secrets.get(s.spec.id);
+      if (!target) throw new PreconditionError('the destination image receiver is unknown (coordinator restarted?)');
+      const r = await ask(s.spec.sourceNode, 'mig.freeze', c.freeze, c.freezeReply,
+        { ...step(s), networkContinuity: s.spec.networkContinuity, target }, s, 'FinalFreeze');
+      return { ...r };
+    }),
+
+    handoffOverlay: effect(async (s) => {
+      const inv = result<InventoryReply>(s, 'SocketInventory');
+      const members = await routeEverywhere(s, inv.ip, s.spec.destinationNode, 'OverlayHandoff');
+      return { podIp: inv.ip, node: s.spec.destinationNode, nodesUpdated: members };
+    }),
+
+    restore: effect(async (s) => {
+      const r = await ask(s.spec.destinationNode, 'mig.restore', c.restore, c.restoreReply,
+        { ...step(s), networkContinuity: s.spec.networkContinuity }, s, 'Restore');
+      const frozen = result<FreezeReply>(s, 'FinalFreeze');
+      return { ...r, freezeMs: Math.round(r.resumedAtMs - frozen.frozenAtMs) };
+    }),
+
+    disengageHold: effect(async (s) => ({ ...(await ask(s.spec.destinationNode, 'mig.disengage', c.disengageReq, c.disengage, { ...step(s), sourceNode: s.spec.sourceNode }, s, 'DisengageHold')) })),
+
+    verifyTcp: effect(async (s) => {
+      const before = result<FreezeReply>(s, 'FinalFreeze').sockets;
+      const after = result<RestoreReply>(s, 'Restore').sockets;
+      const cmp = compareSockets(before, after);
+      const [src, dst] = await Promise.all([
+        ask(s.spec.sourceNode, 'mig.holdStats', c.step, c.holdStats, step(s), s, 'TCPVerifying'),
+        ask(s.spec.destinationNode, 'mig.holdStats', c.step, c.holdStats, step(s), s, 'TCPVerifying'),
+      ]);
+      const rst = src.rstToPod + src.rstFromPod + dst.rstToPod + dst.rstFromPod;
+      const out = { connections: before.length, preserved: cmp.preserved, seqDeltaMax: cmp.seqDeltaMax, rst, perConnection: cmp.connections };
+      if (cmp.preserved !== before.length || rst > 0) {
+        throw new PreconditionError(`TCP verification failed: ${cmp.preserved}/${before.length} connections preserved, seq_delta max ${cmp.seqDeltaMax}, ${rst} RST`);
+      }
+      return out;
+    }),
+
+    verifyService: effect(async (s) => {
+      const inv = result<InventoryReply>(s, 'SocketInventory');
+      if (inv.port === undefined) return { probed: false, note: 'the pod declares no port' };
+      const r = await ask(s.spec.destinationNode, 'mig.probe', c.probe, c.probeReply, { ...step(s), ip: inv.ip, port: inv.port }, s, 'ServiceVerifying');
+      if (!r.ok) throw new PreconditionError(`pod ${s.spec.pod} does not answer on ${inv.ip}:${inv.port} after restore`);
+      return { probed: true, ms: r.ms };
+    }),
+
+    cutover: effect(async (s) => {
+      await ask(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'Cutover');
+      await ask(s.spec.destinationNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'destination' }, s, 'Cutover');
+      deps.secrets.delete(s.spec.id);
+      return { node: s.spec.destinationNode };
+    }),
+
+    rollback: effect(async (s) => {
+      const steps: string[] = [];
+      // Destination first: never two serving copies, the source resumes only once the destination is gone.
+      await ask(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
+      steps.push('destination discarded');
+      const inv = s.results['SocketInventory'] as InventoryReply | undefined;
+      if (inv && s.conditions.some((x) => x.type === 'OverlayHandoff')) {
+        await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack');
+        steps.push('routes returned');
+      }
+      await ask(s.spec.sourceNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack');
+      steps.push('source resumed');
+      deps.secrets.delete(s.spec.id);
+      return { steps };
+    }),
+  };
+}

@@ -1,0 +1,227 @@
+/**
+ * The coordinator: hosts one migration machine per migration, persists every status to the KV bucket,
+ * publishes phase events, and serves the `podmotion.v1` API (migrate, status, watch, list, cancel) as a
+ * NATS micro service. A restarted coordinator resumes or rolls back every migration it finds unfinished.
+ */
+import { randomBytes } from 'node:crypto';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { jetstream } from '@nats-io/jetstream';
+import { createActor, fromPromise, type AnyActorLogic, type Actor } from 'xstate';
+import type { Logger } from 'pino';
+import type { Clock } from '../../common/clock.js';
+import { ConflictError, InvalidRequestError, NotFoundError, PreconditionError } from '../../bus/errors.js';
+import { request } from '../../bus/rpc.js';
+import { createService, type Service } from '../../bus/service.js';
+import { Subjects } from '../../bus/subjects.js';
+import { readRegistrations } from '../../bus/registry.js';
+import type { MigrateRequest, MigrationSummary } from '../../bus/api.js';
+import type { PodInfo } from '../../bus/messages.js';
+import { codecs as agentCodecs } from '../../node-runtime/agent.js';
+import {
+  initialStatus, isBeforeCutover, isTerminal, migrationClock, migrationMachine, snapshotForRestart, statusChanged,
+  type EffectInput, type MigrationSpec, type MigrationStatus, type Phase,
+} from '../../machines/index.js';
+import { apiCodecs as c } from './codecs.js';
+import { createEffects, type Effect, type EffectDeps } from './effects.js';
+import { MigrationStore } from './store.js';
+
+export const SERVICE_NAME = 'podmotion';
+export const SERVICE_VERSION = '0.1.0';
+/** Asking every agent for its pods: a local query on each node, well under a second. */
+const POD_LOOKUP_TIMEOUT_MS = 5_000;
+
+export interface CoordinatorConfig {
+  nc: NatsConnection;
+  clock: Clock;
+  log: Logger;
+  /** Accept `failAt` in migrate requests (tests only). */
+  testHooks: boolean;
+  routeExtraMembers: EffectDeps['routeExtraMembers'];
+  newId?: (pod: string) => string;
+}
+
+export interface Coordinator {
+  stop(): Promise<void>;
+}
+
+type MigrationActor = Actor<AnyActorLogic>;
+
+function summary(s: MigrationStatus): MigrationSummary {
+  const freezeMs = (s.results['Restore'] as { freezeMs?: number } | undefined)?.freezeMs;
+  return {
+    id: s.spec.id, pod: s.spec.pod, sourceNode: s.spec.sourceNode, destinationNode: s.spec.destinationNode,
+    strategy: s.spec.strategy, phase: s.phase, startedAtMs: s.startedAtMs,
+    ...(s.endedAtMs !== undefined ? { endedAtMs: s.endedAtMs } : {}), ...(freezeMs !== undefined ? { freezeMs } : {}),
+  };
+}
+
+export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordinator> {
+  const { nc, log } = cfg;
+  const store = await MigrationStore.open(nc);
+  const js = jetstream(nc);
+  const actors = new Map<string, MigrationActor>();
+  const latest = new Map<string, MigrationStatus>();
+  const failAt = new Map<string, Phase>();
+  const newId = cfg.newId ?? ((pod: string) => `${pod}-${randomBytes(4).toString('hex')}`.slice(0, 63));
+  const effects = createEffects({
+    nc, secrets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: () => readRegistrations(nc),
+  });
+
+  async function persist(status: MigrationStatus): Promise<void> {
+    const prev = latest.get(status.spec.id);
+    if (prev && !statusChanged(prev, status)) return;
+    const actor = actors.get(status.spec.id);
+    await store.put(status, actor ? actor.getPersistedSnapshot() : {});
+    latest.set(status.spec.id, status);
+    if (!prev || prev.phase !== status.phase) {
+      log.info({ migration: status.spec.id, pod: status.spec.pod, phase: status.phase }, 'phase');
+      await js.publish(Subjects.migrationEvents(status.spec.id), c.event.encode({
+        type: 'phase', id: status.spec.id, phase: status.phase, atMs: cfg.clock.nowMs(), status: status as never,
+      }));
+    }
+  }
+
+  /** Test hook: after the real work of a phase, fail as if it had. */
+  const withHook = (phase: Phase, effect: Effect) =>
+    fromPromise<Record<string, unknown>, EffectInput>(async ({ input }) => {
+      const out = await effect(input.status);
+      if (failAt.get(input.status.spec.id) === phase) throw new PreconditionError(`injected failure after ${phase} (test hook)`);
+      return out;
+    });
+
+  const machine = migrationMachine.provide({
+    actors: {
+      persistStatus: fromPromise<Record<string, unknown>, EffectInput>(async ({ input }) => {
+        await persist(input.status);
+        return {};
+      }),
+      socketInventory: withHook('SocketInventory', effects.socketInventory),
+      validate: withHook('Validating', effects.validate),
+      prewarmDestination: withHook('DestinationPrewarm', effects.prewarmDestination),
+      preCopyMemory: withHook('PreCopyMemory', effects.preCopyMemory),
+      armHold: withHook('ZeroWindowArm', effects.armHold),
+      freezeAndCapture: withHook('FinalFreeze', effects.freezeAndCapture),
+      handoffOverlay: withHook('OverlayHandoff', effects.handoffOverlay),
+      restore: withHook('Restore', effects.restore),
+      disengageHold: withHook('DisengageHold', effects.disengageHold),
+      verifyTcp: withHook('TCPVerifying', effects.verifyTcp),
+      verifyService: withHook('ServiceVerifying', effects.verifyService),
+      cutover: withHook('Cutover', effects.cutover),
+      rollback: fromPromise<Record<string, unknown>, EffectInput>(({ input }) => effects.rollback(input.status)),
+    } as never,
+  });
+
+  function host(actor: MigrationActor, id: string): void {
+    actors.set(id, actor);
+    actor.subscribe({
+      next: (snap) => latest.set(id, (snap as { context: MigrationStatus }).context),
+      error: (err) => log.error({ migration: id, err: (err as Error).message }, 'migration actor failed'),
+      complete: () => {
+        actors.delete(id);
+        failAt.delete(id);
+      },
+    });
+    actor.start();
+  }
+
+  async function findPod(pod: string): Promise<PodInfo> {
+    const regs = await readRegistrations(nc);
+    const answers = await Promise.allSettled([...regs.keys()].map((n) =>
+      request(nc, Subjects.node(n, 'pod.list'), agentCodecs.empty, agentCodecs.podList, {}, { timeoutMs: POD_LOOKUP_TIMEOUT_MS })));
+    for (const a of answers) {
+      const found = a.status === 'fulfilled' ? a.value.pods.find((p) => p.name === pod) : undefined;
+      if (found) return found;
+    }
+    throw new NotFoundError(`pod ${pod} not found (see: podmotion pod list)`);
+  }
+
+  async function planSpec(req: MigrateRequest): Promise<MigrationSpec> {
+    if (req.failAt && !cfg.testHooks) throw new InvalidRequestError('failAt is a test hook; this coordinator runs without test hooks');
+    for (const st of latest.values()) {
+      if (st.spec.pod === req.pod && !isTerminal(st.phase) && !st.spec.dryRun) {
+        throw new ConflictError(`pod ${req.pod} is already migrating (migration ${st.spec.id}, phase ${st.phase})`);
+      }
+    }
+    const pod = await findPod(req.pod);
+    if (!pod.running) throw new PreconditionError(`pod ${req.pod} is not running on ${pod.node}`);
+    const regs = await readRegistrations(nc);
+    let dest = req.toNode;
+    if (dest !== undefined) {
+      const reg = regs.get(dest);
+      if (!reg) throw new NotFoundError(`node ${dest} not found (nodes: ${[...regs.keys()].sort().join(', ')})`);
+      if (!reg.capabilities.criuOk) throw new PreconditionError(`node ${dest} has no working CRIU: ${reg.capabilities.criuProblem ?? 'criu check failed'}`);
+      if (dest === pod.node) throw new InvalidRequestError(`pod ${req.pod} already runs on ${dest}`);
+    } else {
+      const candidates = [...regs.values()].filter((r) => r.node !== pod.node && r.capabilities.criuOk).map((r) => r.node).sort();
+      dest = candidates[0];
+      if (!dest) throw new PreconditionError(`no other node with a working CRIU to move pod ${req.pod} to`);
+    }
+    const src = regs.get(pod.node);
+    if (src && !src.capabilities.criuOk) throw new PreconditionError(`node ${pod.node} has no working CRIU: ${src.capabilities.criuProblem ?? 'criu check failed'}`);
+    const strategy = req.strategy ?? 'Cold';
+    if (strategy !== 'Cold') throw new InvalidRequestError(`strategy ${strategy} is not available yet; use --strategy Cold`);
+    return {
+      id: newId(req.pod), pod: req.pod, sourceNode: pod.node, destinationNode: dest, strategy,
+      networkContinuity: req.networkContinuity ?? true, dryRun: req.dryRun ?? false,
+      ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
+    };
+  }
+
+  async function statusOf(id: string): Promise<MigrationStatus> {
+    const s = latest.get(id) ?? (await store.get(id))?.status;
+    if (!s) throw new NotFoundError(`migration ${id} not found (see: podmotion list)`);
+    return s;
+  }
+
+  // Resume what a previous coordinator left unfinished: before Cutover that means roll back.
+  for (const rec of await store.all()) {
+    latest.set(rec.status.spec.id, rec.status);
+    if (isTerminal(rec.status.phase)) continue;
+    log.warn({ migration: rec.status.spec.id, phase: rec.status.phase }, 'resuming after coordinator restart');
+    const actor = createActor(machine, {
+      snapshot: snapshotForRestart(rec.snapshot as never), input: { spec: rec.status.spec, nowMs: cfg.clock.nowMs() },
+      clock: migrationClock(cfg.clock),
+    });
+    host(actor as unknown as MigrationActor, rec.status.spec.id);
+    actor.send({ type: 'RESUME_AFTER_RESTART' });
+  }
+
+  const service: Service = createService(nc, { name: SERVICE_NAME, version: SERVICE_VERSION, description: 'PodMotion live pod migration' },
+    (subject, err) => log.warn({ subject, err: (err as Error).message }, 'request failed'))
+    .endpoint('migrate', Subjects.api('migrate'), c.migrate, c.statusReply, async (req) => {
+      const spec = await planSpec(req);
+      if (req.failAt) failAt.set(spec.id, req.failAt);
+      const status = initialStatus(spec, cfg.clock.nowMs());
+      latest.set(spec.id, status);
+      host(createActor(machine, { input: { spec, nowMs: cfg.clock.nowMs() }, clock: migrationClock(cfg.clock) }) as unknown as MigrationActor, spec.id);
+      return { status: status as never };
+    })
+    .endpoint('status', Subjects.api('status'), c.ref, c.statusReply, async (req) => ({ status: (await statusOf(req.id)) as never }))
+    .endpoint('watch', Subjects.api('watch'), c.ref, c.statusReply, async (req) => ({ status: (await statusOf(req.id)) as never }))
+    .endpoint('list', Subjects.api('list'), c.listReq, c.listReply, async (req) => {
+      const all = new Map<string, MigrationStatus>();
+      for (const r of await store.all()) all.set(r.status.spec.id, r.status);
+      for (const [id, s] of latest) all.set(id, s);
+      const rows = [...all.values()].filter((s) => !req.active || !isTerminal(s.phase)).map(summary);
+      return { migrations: rows.sort((a, b) => a.startedAtMs - b.startedAtMs) };
+    })
+    .endpoint('cancel', Subjects.api('cancel'), c.ref, c.cancelReply, async (req) => {
+      const s = await statusOf(req.id);
+      const actor = actors.get(req.id);
+      if (isTerminal(s.phase)) return { id: req.id, phase: s.phase, accepted: false, message: `migration ${req.id} already ended: ${s.phase}` };
+      if (!isBeforeCutover(s.phase) || !actor) {
+        return { id: req.id, phase: s.phase, accepted: false, message: `migration ${req.id} is in ${s.phase}: too late to cancel` };
+      }
+      actor.send({ type: 'CANCEL' });
+      return { id: req.id, phase: s.phase, accepted: true, message: 'cancelled — rollback initiated' };
+    })
+    .start();
+  log.info({ service: SERVICE_NAME, id: service.id }, 'coordinator serving');
+
+  return {
+    async stop() {
+      service.stop();
+      for (const a of actors.values()) a.stop();
+    },
+  };
+}

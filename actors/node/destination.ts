@@ -1,0 +1,142 @@
+/**
+ * The destination-node actor: prepares the pod's namespace with the same IP and MAC behind a hold,
+ * receives the images, restores the pod with its TCP sockets, releases held traffic, probes the service,
+ * and at cutover keeps the pod — or, on rollback, removes every trace of the attempt.
+ */
+import { rm } from 'node:fs/promises';
+import { criuRestore } from '../../criu-shim/rpc/index.js';
+import { newTransferKey, startReceiver } from '../../criu-shim/transfer/index.js';
+import { InvalidRequestError, NodeOperationError } from '../../bus/errors.js';
+import type {
+  DisengageReply, DisengageRequest, HoldStatsReply, MigStep, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, RestoreReply,
+  RestoreRequest, SocketSeq,
+} from '../../bus/node-migration.js';
+import { criuBinary, holdPinDir, imagesDir, podLogFile, podNetns } from '../../node-runtime/constants.js';
+import { inNetns } from '../../node-runtime/exec.js';
+import { preparePodNetwork, removePodNetwork } from '../../node-runtime/pods.js';
+import { podHostIface, podMac } from '../../node-runtime/plan.js';
+import { pidsInNetns, netnsInode, refOf } from '../../node-runtime/procs.js';
+import { listPodRecords, readPodRecord, removePodRecord, writePodRecord } from '../../node-runtime/records.js';
+import { readSeqs } from '../../node-runtime/sockets.js';
+import type { NodeContext } from './context.js';
+import type { NodeMigration } from './state.js';
+
+/** Upper bound on one pod's checkpoint: larger is a mistake, not a pod this node should accept. */
+const MAX_IMAGE_BYTES = 64 * 1024 ** 3;
+/** The service probe: a TCP handshake to the pod's port from its node. */
+const PROBE_TIMEOUT_S = 3;
+
+export async function preparePod(ctx: NodeContext, m: NodeMigration, req: PrepareRequest): Promise<PrepareReply> {
+  if (m.prepared) return m.prepared;
+  if (podMac(req.ip) !== req.mac) throw new InvalidRequestError(`pod ${req.pod}: MAC ${req.mac} does not match IP ${req.ip}`);
+  const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
+  await removePodNetwork(netns);
+  const net = await preparePodNetwork(ctx.cluster, ctx.node, req.pod, req.ip);
+  // Nothing may reach the empty namespace before its sockets are restored: it would answer with RST.
+  await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: net.hostIface, podIp: req.ip, pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod), modes: ['drop-in'] });
+  const key = newTransferKey();
+  const dir = imagesDir(req.id, 'destination');
+  await rm(dir, { recursive: true, force: true });
+  m.address = { ip: req.ip, mac: req.mac };
+  m.receiver = await startReceiver({ host: ctx.dataHost, dir, key, maxBytes: MAX_IMAGE_BYTES });
+  m.prepared = { host: m.receiver.host, port: m.receiver.port, key };
+  return m.prepared;
+}
+
+export async function restorePod(ctx: NodeContext, m: NodeMigration, req: RestoreRequest): Promise<RestoreReply> {
+  if (m.restored) return m.restored;
+  if (!m.receiver) throw new NodeOperationError(`migration ${req.id}: no images were expected here (agent restarted?)`);
+  await m.receiver.done;
+  const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
+  const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
+  const t0 = ctx.clock.nowMs();
+  let rootPid = 0;
+  let sockets: SocketSeq[] = [];
+  let resumedAtMs = 0;
+  const r = await criuRestore({
+    criuPath: criuBinary(), imagesDir: imagesDir(req.id, 'destination'), tcpEstablished: true, shellJob: true,
+    tcpClose: !req.networkContinuity, networkLock: 'SKIP', logLevel: 2,
+    inherit: [{ key: 'extnet', path: `/run/netns/${netns}` }],
+  }, {
+    onNotify: async (n) => {
+      if (n.pid !== undefined && n.script === 'post-restore') rootPid = n.pid;
+      if (n.script === 'network-unlock') {
+        // Sockets are restored and still in repair mode: read their sequence state, then let traffic in,
+        // just before the restorer turns repair off (its window probe must reach the peer).
+        if (rootPid > 0 && req.networkContinuity) sockets = await readSeqs(rootPid);
+        await ctx.hold.setModes(pin, []);
+      }
+      if (n.script === 'post-resume') resumedAtMs = ctx.clock.nowMs();
+    },
+  });
+  if (resumedAtMs === 0) resumedAtMs = ctx.clock.nowMs();
+  await ctx.hold.setModes(pin, []);
+  const init = await refOf(r.pid);
+  if (!init) throw new NodeOperationError(`restored pod ${req.pod} (pid ${r.pid}) exited at once`);
+  const source = (await listPodRecords(ctx.cluster)).find((p) => p.name === req.pod && p.incoming === undefined);
+  await writePodRecord(ctx.cluster, {
+    name: req.pod, node: ctx.node.name, ip: m.address?.ip ?? '', mac: m.address?.mac ?? '', netns, hostIface: podHostIface(req.pod),
+    command: source?.command ?? [], init, logFile: source?.logFile ?? podLogFile(ctx.cluster, req.pod),
+    startedAtMs: source?.startedAtMs ?? resumedAtMs, incoming: req.id, ...(source?.port !== undefined ? { port: source.port } : {}),
+  });
+  m.restoredPid = r.pid;
+  m.restored = { resumedAtMs, restoreMs: ctx.clock.nowMs() - t0, initPid: r.pid, sockets };
+  return m.restored;
+}
+
+export async function disengage(ctx: NodeContext, req: DisengageRequest): Promise<DisengageReply> {
+  const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
+  await ctx.hold.setModes(pin, []);
+  // The peers sit in zero-window persist mode since the arm: tell them the window is open now, from the
+  // pod's own namespace, with the state the source's hold recorded.
+  const reopened = await ctx.hold.reopen({ netns: podNetns(ctx.cluster, ctx.node.name, req.pod), flowsPin: holdPinDir(ctx.cluster, req.sourceNode, req.pod) });
+  return { reopened, releasedAtMs: ctx.clock.nowMs() };
+}
+
+export async function holdStats(ctx: NodeContext, req: MigStep): Promise<HoldStatsReply> {
+  const c = await ctx.hold.counters(holdPinDir(ctx.cluster, ctx.node.name, req.pod));
+  return c ? { attached: true, ...c } : { attached: false, rstToPod: 0, rstFromPod: 0, droppedToPod: 0, droppedFromPod: 0 };
+}
+
+export async function probe(ctx: NodeContext, req: ProbeRequest): Promise<ProbeReply> {
+  const t0 = ctx.clock.nowMs();
+  try {
+    await inNetns(ctx.node.netns, 'timeout', [String(PROBE_TIMEOUT_S), 'bash', '-c', `exec 3<>/dev/tcp/${req.ip}/${req.port}`], { timeoutMs: (PROBE_TIMEOUT_S + 2) * 1000 });
+    return { ok: true, ms: ctx.clock.nowMs() - t0 };
+  } catch {
+    return { ok: false, ms: ctx.clock.nowMs() - t0 };
+  }
+}
+
+export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req: MigStep): Promise<void> {
+  const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
+  if (rec && rec.incoming === req.id) {
+    const { incoming: _done, ...served } = rec;
+    await writePodRecord(ctx.cluster, served);
+  }
+  await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: podHostIface(req.pod), pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod) });
+  m.receiver?.close();
+  await rm(imagesDir(req.id, 'destination'), { recursive: true, force: true });
+}
+
+/** Rollback on the destination: kill whatever was restored, remove the namespace, the hold and the images. */
+export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | undefined, req: MigStep): Promise<string> {
+  m?.receiver?.close();
+  const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
+  const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
+  if (rec && rec.incoming === undefined) throw new NodeOperationError(`pod ${req.pod} is already served from ${ctx.node.name}; refusing to remove it`);
+  const ino = await netnsInode(netns);
+  const pids = ino === undefined ? [] : await pidsInNetns(new Set([ino]));
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // exited
+    }
+  }
+  await removePodNetwork(netns);
+  await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: podHostIface(req.pod), pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod) });
+  await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
+  await rm(imagesDir(req.id, 'destination'), { recursive: true, force: true });
+  return `destination discarded (${pids.length} processes killed)`;
+}

@@ -1,0 +1,48 @@
+/** Registers the node-side migration actors (source, destination, network relay) on a node agent's bus. */
+import type { Subscription } from '@nats-io/nats-core';
+import { serve } from '../../bus/rpc.js';
+import { Subjects } from '../../bus/subjects.js';
+import { migCodecs as c } from '../coordinator/codecs.js';
+import type { NodeContext } from './context.js';
+import { armHold, cutoverSource, freezePod, inventoryPod, rollbackSource } from './source.js';
+import { cutoverDestination, disengage, holdStats, preparePod, probe, restorePod, rollbackDestination } from './destination.js';
+import { route } from './relay.js';
+import { forgetMigration, migrationState, serialized } from './state.js';
+
+export type { NodeContext } from './context.js';
+export type { HoldOps } from './hold.js';
+
+export function registerMigrationActors(ctx: NodeContext): Subscription[] {
+  const { nc, node, log } = ctx;
+  const onError = (subject: string, err: unknown) => log.warn({ subject, err: (err as Error).message }, 'migration step failed');
+  const at = (verb: Parameters<typeof Subjects.node>[1]) => Subjects.node(node.name, verb);
+  const step = <T>(id: string, pod: string, fn: () => Promise<T>) => serialized(migrationState(id, pod), fn);
+  return [
+    serve(nc, at('mig.inventory'), c.step, c.inventory, (r) => inventoryPod(ctx, r), { onError }),
+    serve(nc, at('mig.prepare'), c.prepare, c.prepareReply, (r) => step(r.id, r.pod, () => preparePod(ctx, migrationState(r.id, r.pod), r)), { onError }),
+    serve(nc, at('mig.arm'), c.step, c.arm, (r) => step(r.id, r.pod, () => armHold(ctx, r)), { onError }),
+    serve(nc, at('mig.freeze'), c.freeze, c.freezeReply, (r) => step(r.id, r.pod, async () => {
+      const m = migrationState(r.id, r.pod);
+      m.froze ??= await freezePod(ctx, r);
+      return m.froze;
+    }), { onError }),
+    serve(nc, at('mig.restore'), c.restore, c.restoreReply, (r) => step(r.id, r.pod, () => restorePod(ctx, migrationState(r.id, r.pod), r)), { onError }),
+    serve(nc, at('mig.disengage'), c.disengageReq, c.disengage, (r) => step(r.id, r.pod, () => disengage(ctx, r)), { onError }),
+    serve(nc, at('mig.holdStats'), c.step, c.holdStats, (r) => holdStats(ctx, r), { onError }),
+    serve(nc, at('mig.probe'), c.probe, c.probeReply, (r) => probe(ctx, r), { onError }),
+    serve(nc, at('mig.cutover'), c.role, c.done, (r) => step(r.id, r.pod, async () => {
+      if (r.role === 'source') await cutoverSource(ctx, r);
+      else await cutoverDestination(ctx, migrationState(r.id, r.pod), r);
+      forgetMigration(r.id);
+      log.info({ migration: r.id, pod: r.pod, role: r.role }, 'cutover done');
+      return { done: true };
+    }), { onError }),
+    serve(nc, at('mig.rollback'), c.role, c.done, (r) => step(r.id, r.pod, async () => {
+      const note = r.role === 'source' ? await rollbackSource(ctx, r) : await rollbackDestination(ctx, migrationState(r.id, r.pod), r);
+      forgetMigration(r.id);
+      log.info({ migration: r.id, pod: r.pod, role: r.role, note }, 'rolled back');
+      return { done: true, note };
+    }), { onError }),
+    serve(nc, at('relay.route'), c.route, c.done, (r) => route(ctx, r), { onError }),
+  ];
+}

@@ -1,0 +1,23 @@
+/**
+ * The network-relay actor on each node: routes a pod IP to the node that serves it. The serving node
+ * routes it to the pod's veth; every other node to the serving node's VTEP over the overlay.
+ */
+import type { Done, RouteRequest } from '../../bus/node-migration.js';
+import { VXLAN_DEV } from '../../node-runtime/constants.js';
+import { ip } from '../../node-runtime/exec.js';
+import { podHostIface } from '../../node-runtime/plan.js';
+import type { NodeContext } from './context.js';
+
+/** `ip route replace` is idempotent, so a repeated handoff (resume, rollback) is harmless. */
+export async function route(ctx: NodeContext, req: RouteRequest): Promise<Done> {
+  const args = req.node === ctx.node.name
+    ? ['route', 'replace', `${req.podIp}/32`, 'dev', podHostIface(req.pod)]
+    : ['route', 'replace', `${req.podIp}/32`, 'via', req.vtepIp, 'dev', VXLAN_DEV, 'onlink'];
+  await ip(args, ctx.node.netns);
+  return { done: true, note: `${req.podIp} via ${req.node === ctx.node.name ? 'local veth' : req.node}` };
+}
+
+/** The same route in a namespace that is an overlay member but not a node (the local cluster's client). */
+export async function routeMember(netns: string, podIp: string, vtepIp: string): Promise<void> {
+  await ip(['route', 'replace', `${podIp}/32`, 'via', vtepIp, 'dev', VXLAN_DEV, 'onlink'], netns);
+}

@@ -1,0 +1,152 @@
+/**
+ * The source-node actor: inventories the pod's sockets, arms the zero-window hold, freezes and checkpoints
+ * the pod (leaving it stopped, so a rollback can resume it), streams the images, and at cutover deletes
+ * the source copy — or, on rollback, resumes it with its connections intact.
+ */
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { criuDump } from '../../criu-shim/rpc/index.js';
+import { sendDirectory } from '../../criu-shim/transfer/index.js';
+import { NotFoundError } from '../../bus/errors.js';
+import type { ArmReply, FreezeReply, FreezeRequest, InventoryReply, MigStep, SocketSeq } from '../../bus/node-migration.js';
+import { criuBinary, holdPinDir, imagesDir, podNetns } from '../../node-runtime/constants.js';
+import { inventory, readSeqs, unrepair } from '../../node-runtime/sockets.js';
+import { killPodProcesses, removePodNetwork } from '../../node-runtime/pods.js';
+import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runtime/records.js';
+import type { NodeContext } from './context.js';
+import { sleep } from '../../common/clock.js';
+
+/** How long the zero window must stand before the freeze: in-flight client data needs one RTT to be ACKed. */
+const MIN_ARM_WAIT_MS = 10;
+const MAX_ARM_WAIT_MS = 200;
+/** After the minimum wait, how long to wait for peers to stop sending under window 0 before freezing anyway. */
+const QUIESCE_TIMEOUT_MS = 100;
+
+export async function sourcePod(ctx: NodeContext, pod: string): Promise<PodRecord> {
+  const rec = await readPodRecord(ctx.cluster, ctx.node.name, pod);
+  if (!rec || rec.incoming !== undefined) throw new NotFoundError(`pod ${pod} is not on ${ctx.node.name}`);
+  return rec;
+}
+
+export async function inventoryPod(ctx: NodeContext, req: MigStep): Promise<InventoryReply> {
+  const rec = await sourcePod(ctx, req.pod);
+  return {
+    ip: rec.ip, mac: rec.mac, initPid: rec.init.pid, sockets: await inventory(rec.netns),
+    ...(rec.port !== undefined ? { port: rec.port } : {}),
+  };
+}
+
+export async function armHold(ctx: NodeContext, req: MigStep): Promise<ArmReply> {
+  const rec = await sourcePod(ctx, req.pod);
+  const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
+  await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: ['zw'] });
+  const armedAtMs = ctx.clock.nowMs();
+  // Give every peer at least two RTTs to see window 0, then wait (bounded) until none has bytes in flight.
+  const rtts = (await inventory(rec.netns)).map((s) => s.rttMs ?? 0);
+  await sleep(ctx.clock, Math.min(MAX_ARM_WAIT_MS, Math.max(MIN_ARM_WAIT_MS, Math.ceil(2 * Math.max(0, ...rtts)))));
+  const q = await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS);
+  if (!q.settled) ctx.log.warn({ migration: req.id }, 'peers still had bytes in flight when the zero window was armed');
+  return { armedAtMs, waitedMs: ctx.clock.nowMs() - armedAtMs };
+}
+
+async function dirBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const f of await readdir(dir)) total += (await stat(path.join(dir, f))).size;
+  return total;
+}
+
+export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<FreezeReply> {
+  const rec = await sourcePod(ctx, req.pod);
+  const dir = imagesDir(req.id, 'source');
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
+  // Without network continuity nothing was armed; the drop still keeps a frozen socket from being answered.
+  if (!req.networkContinuity) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
+  const netnsIno = (await stat(`/run/netns/${rec.netns}`)).ino;
+  let frozenAtMs = 0;
+  let sockets: SocketSeq[] = [];
+  await criuDump({
+    criuPath: criuBinary(), pid: rec.init.pid, imagesDir: dir, tcpEstablished: true, shellJob: true,
+    external: [`net[${netnsIno}]:extnet`], networkLock: 'SKIP', finalState: 'stop', logLevel: 2,
+  }, {
+    onNotify: async (n) => {
+      if (n.script === 'network-lock') {
+        // Tasks are frozen and their sockets not yet in repair: from here nothing may reach or leave them.
+        frozenAtMs = ctx.clock.nowMs();
+        await ctx.hold.setModes(pin, ['zw', 'drop-in', 'drop-out']);
+      } else if (n.script === 'post-dump') {
+        sockets = await readSeqs(rec.init.pid);
+      }
+    },
+  });
+  const dumpMs = ctx.clock.nowMs() - frozenAtMs;
+  const bytes = await dirBytes(dir);
+  const t0 = ctx.clock.nowMs();
+  const sent = await sendDirectory({ host: req.target.host, port: req.target.port, key: Buffer.from(req.target.key), dir });
+  return { frozenAtMs, dumpMs, transferMs: ctx.clock.nowMs() - t0, bytes, files: sent.files, sockets };
+}
+
+/** Pids of every process in the pid namespace of `pid` (CRIU stopped each of them). */
+async function pidsInPidns(pid: number): Promise<number[]> {
+  let ns: number;
+  try {
+    ns = (await stat(`/proc/${pid}/ns/pid`)).ino;
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const e of await readdir('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if ((await stat(`/proc/${e}/ns/pid`)).ino === ns) out.push(Number(e));
+    } catch {
+      // exited
+    }
+  }
+  return out;
+}
+
+async function isStopped(pid: number): Promise<boolean> {
+  try {
+    return /^State:\s+T/m.test(await readFile(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Cutover on the source: the stopped copy goes, its sockets still in repair mode so nothing is sent. */
+export async function cutoverSource(ctx: NodeContext, req: MigStep): Promise<void> {
+  const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
+  if (rec) {
+    await killPodProcesses(rec.init, rec.holder);
+    await removePodNetwork(rec.netns);
+    await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, pin: holdPinDir(ctx.cluster, ctx.node.name, rec.name) });
+    await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
+  }
+  await rm(imagesDir(req.id, 'source'), { recursive: true, force: true });
+}
+
+/** Rollback on the source: open the hold, take sockets out of repair (each sends a window probe), resume. */
+export async function rollbackSource(ctx: NodeContext, req: MigStep): Promise<string> {
+  const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
+  await rm(imagesDir(req.id, 'source'), { recursive: true, force: true });
+  if (!rec) return 'no source copy on this node';
+  const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
+  await ctx.hold.setModes(pin, []).catch(() => {});
+  let note = 'source was running';
+  if (await isStopped(rec.init.pid)) {
+    const repaired = await unrepair(rec.init.pid);
+    for (const pid of await pidsInPidns(rec.init.pid)) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        // exited
+      }
+    }
+    note = `source resumed, ${repaired} sockets out of repair`;
+  }
+  const reopened = await ctx.hold.reopen({ netns: podNetns(ctx.cluster, ctx.node.name, rec.name), flowsPin: pin }).catch(() => 0);
+  await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, pin });
+  return `${note}, ${reopened} windows reopened`;
+}

@@ -1,0 +1,46 @@
+/**
+ * What a node agent remembers about the migrations it takes part in. Only what cannot be found again on
+ * disk lives here (an open image receiver, measured timestamps); cleanup works from names alone.
+ */
+import type { Receiver } from '../../criu-shim/transfer/index.js';
+import type { FreezeReply, PrepareReply, RestoreReply } from '../../bus/node-migration.js';
+
+export interface NodeMigration {
+  id: string;
+  pod: string;
+  prepared?: PrepareReply;
+  /** The pod's address and MAC, as the source reported them. */
+  address?: { ip: string; mac: string };
+  receiver?: Receiver;
+  froze?: FreezeReply;
+  restored?: RestoreReply;
+  /** Host pid of the restored pod init on the destination. */
+  restoredPid?: number;
+  /** Serializes this migration's operations on this node: a rollback waits for a running dump. */
+  tail: Promise<unknown>;
+}
+
+const table = new Map<string, NodeMigration>();
+/** Bound on migrations remembered at once; finished ones are dropped at cutover or rollback. */
+const MAX_TRACKED = 10_000;
+
+export function migrationState(id: string, pod: string): NodeMigration {
+  let m = table.get(id);
+  if (!m) {
+    if (table.size >= MAX_TRACKED) throw new Error(`more than ${MAX_TRACKED} migrations in flight on this node`);
+    m = { id, pod, tail: Promise.resolve() };
+    table.set(id, m);
+  }
+  return m;
+}
+
+export function forgetMigration(id: string): void {
+  table.delete(id);
+}
+
+/** Runs fn after every earlier operation of the same migration has settled. */
+export function serialized<T>(m: NodeMigration, fn: () => Promise<T>): Promise<T> {
+  const run = m.tail.then(fn, fn);
+  m.tail = run.catch(() => {});
+  return run;
+}

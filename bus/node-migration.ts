@@ -1,0 +1,80 @@
+/**
+ * Messages between the coordinator and the node-side migration actors (source node, destination node,
+ * network relay), on `podmotion.v1.node.<node>.mig.<verb>` and `...relay.route`.
+ */
+import { arr, bool, bytes, literal, num, obj, optional, str, type Infer } from './schema.js';
+
+const name = () => str({ minLength: 1, maxLength: 63, pattern: /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/ });
+const id = () => str({ minLength: 1, maxLength: 128, pattern: /^[a-z0-9][a-z0-9-]*$/ });
+const addr = () => str({ maxLength: 64 });
+
+/** Node verbs of the migration actors (joined to `podmotion.v1.node.<node>.`). */
+export const MIG_VERBS = [
+  'mig.inventory', 'mig.prepare', 'mig.arm', 'mig.freeze', 'mig.restore', 'mig.disengage', 'mig.holdStats',
+  'mig.probe', 'mig.cutover', 'mig.rollback', 'relay.route',
+] as const;
+export type MigVerb = (typeof MIG_VERBS)[number];
+
+export const MigStep = obj({ id: id(), pod: name() });
+export type MigStep = Infer<typeof MigStep>;
+
+/** One TCP connection of a pod, as sock_diag reports it. */
+export const SocketInfo = obj({ local: addr(), remote: addr(), state: str({ maxLength: 16 }), rttMs: optional(num()) });
+export type SocketInfo = Infer<typeof SocketInfo>;
+export const InventoryReply = obj({
+  ip: addr(), mac: str({ maxLength: 17 }), port: optional(num({ int: true })), initPid: num({ int: true }),
+  sockets: arr(SocketInfo, { maxItems: 65_536 }),
+});
+export type InventoryReply = Infer<typeof InventoryReply>;
+
+/** A TCP connection's sequence state, read from the socket in repair mode (or the checkpoint). */
+export const SocketSeq = obj({ local: addr(), remote: addr(), sndSeq: num({ int: true }), rcvSeq: num({ int: true }) });
+export type SocketSeq = Infer<typeof SocketSeq>;
+
+export const PrepareRequest = obj({ id: id(), pod: name(), ip: addr(), mac: str({ maxLength: 17 }), sourceNode: name() });
+export type PrepareRequest = Infer<typeof PrepareRequest>;
+export const PrepareReply = obj({ host: addr(), port: num({ int: true }), key: bytes({ maxBytes: 64 }) });
+export type PrepareReply = Infer<typeof PrepareReply>;
+
+export const ArmReply = obj({ armedAtMs: num(), waitedMs: num() });
+export type ArmReply = Infer<typeof ArmReply>;
+
+export const FreezeRequest = obj({ id: id(), pod: name(), networkContinuity: bool(), target: PrepareReply });
+export type FreezeRequest = Infer<typeof FreezeRequest>;
+export const FreezeReply = obj({
+  frozenAtMs: num(), dumpMs: num(), transferMs: num(), bytes: num(), files: num({ int: true }),
+  sockets: arr(SocketSeq, { maxItems: 65_536 }),
+});
+export type FreezeReply = Infer<typeof FreezeReply>;
+
+export const RestoreRequest = obj({ id: id(), pod: name(), networkContinuity: bool() });
+export type RestoreRequest = Infer<typeof RestoreRequest>;
+export const RestoreReply = obj({
+  resumedAtMs: num(), restoreMs: num(), initPid: num({ int: true }), sockets: arr(SocketSeq, { maxItems: 65_536 }),
+});
+export type RestoreReply = Infer<typeof RestoreReply>;
+
+export const DisengageRequest = obj({ id: id(), pod: name(), sourceNode: name() });
+export type DisengageRequest = Infer<typeof DisengageRequest>;
+export const DisengageReply = obj({ reopened: num({ int: true }), releasedAtMs: num() });
+export type DisengageReply = Infer<typeof DisengageReply>;
+
+export const HoldStatsReply = obj({
+  attached: bool(), rstToPod: num({ int: true }), rstFromPod: num({ int: true }),
+  droppedToPod: num({ int: true }), droppedFromPod: num({ int: true }),
+});
+export type HoldStatsReply = Infer<typeof HoldStatsReply>;
+
+export const ProbeRequest = obj({ id: id(), pod: name(), ip: addr(), port: num({ int: true, min: 1, max: 65535 }) });
+export type ProbeRequest = Infer<typeof ProbeRequest>;
+export const ProbeReply = obj({ ok: bool(), ms: num() });
+export type ProbeReply = Infer<typeof ProbeReply>;
+
+export const RoleRequest = obj({ id: id(), pod: name(), role: literal('source', 'destination') });
+export type RoleRequest = Infer<typeof RoleRequest>;
+export const Done = obj({ done: bool(), note: optional(str({ maxLength: 1024 })) });
+export type Done = Infer<typeof Done>;
+
+/** Where a pod IP is served from now on: every overlay member routes it to that node's VTEP. */
+export const RouteRequest = obj({ id: id(), pod: name(), podIp: addr(), node: name(), vtepIp: addr() });
+export type RouteRequest = Infer<typeof RouteRequest>;

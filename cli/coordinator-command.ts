@@ -1,0 +1,33 @@
+/** `podmotion coordinator --cluster C`: the coordinator process (started by `cluster up`, or as a Deployment). */
+import { pino } from 'pino';
+import { busFromEnv, connectBus } from '../bus/connection.js';
+import { PreconditionError } from '../bus/errors.js';
+import { systemClock } from '../common/clock.js';
+import { startCoordinator } from '../actors/coordinator/index.js';
+import { routeMember } from '../actors/node/relay.js';
+import { requireCluster } from '../node-runtime/local-cluster.js';
+import { parse } from './args.js';
+import { UsageError } from './output.js';
+
+export async function coordinatorCommand(argv: string[]): Promise<void> {
+  const p = parse(argv, {});
+  const cluster = p.values['cluster'] as string | undefined;
+  if (!cluster) throw new UsageError('coordinator needs --cluster C');
+  const rec = await requireCluster(cluster);
+  const bus = busFromEnv();
+  if (!bus) throw new PreconditionError('coordinator needs NATS_URL (and PODMOTION_NKEY) in its environment');
+  const log = pino({ base: { component: 'coordinator', cluster } });
+  const nc = await connectBus(bus, 'podmotion-coordinator');
+  const coordinator = await startCoordinator({
+    nc, clock: systemClock, log, testHooks: process.env['PODMOTION_TEST_HOOKS'] === '1',
+    // The local cluster's client namespace is an overlay member without an agent: route it from here.
+    routeExtraMembers: (podIp, vtepIp) => routeMember(rec.plan.client.netns, podIp, vtepIp),
+  });
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
+    void nc.closed().then(() => resolve());
+  });
+  await coordinator.stop();
+  await nc.drain().catch(() => {});
+}
