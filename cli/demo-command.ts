@@ -1,127 +1,126 @@
 /**
- * `podmotion demo`: the main job on the embedded default. Brings up a 3-node local cluster whose
- * agents register on the bus, starts a stateful TCP pod, proves the overlay carries traffic from
- * the client namespace and from a pod on another node, shows the cluster, and tears it all down.
+ * `podmotion demo`: the main job on the embedded default. A 3-node local cluster, a stateful TCP pod with 8
+ * client connections under continuous load from the client namespace, migrated node-1 → node-2 → node-3 →
+ * node-1 while the client checks every reply. Prints each migration's phases, freeze window, client-visible
+ * stall and connection figures, then a summary; `--json` prints the same as one object.
  */
-import path from 'node:path';
-import { clusterDown, clusterUp } from '../node-runtime/local-cluster.js';
-import { PROJECT_ROOT, clusterDir, podNetns } from '../node-runtime/constants.js';
-import { inNetns } from '../node-runtime/exec.js';
+import { clusterDown, clusterUp, adminBus } from '../node-runtime/local-cluster.js';
 import { clusterNamespaces } from '../node-runtime/fabric.js';
-import { Subjects } from '../bus/subjects.js';
-import { request } from '../bus/rpc.js';
-import { codecs } from '../node-runtime/agent.js';
 import { connectBus } from '../bus/connection.js';
-import { adminBus } from '../node-runtime/local-cluster.js';
+import { request } from '../bus/rpc.js';
+import { Subjects } from '../bus/subjects.js';
+import { codecs } from '../node-runtime/agent.js';
+import type { MigrationStatus } from '../machines/index.js';
 import { registrations } from './context.js';
-import { parse } from './args.js';
-import { printJson } from './output.js';
+import { intOption, parse } from './args.js';
+import { printJson, printTable } from './output.js';
+import { PYTHON, WORKLOADS, startLoad, type LoadClient } from './load.js';
+import { outcomeOf, printCondition, runMigration } from './migrate-commands.js';
+import path from 'node:path';
 
 const DEMO_CLUSTER = 'demo';
-const COUNTER_PORT = 7000;
-export const WORKLOADS = path.join(PROJECT_ROOT, 'workloads');
+const POD = 'counter';
+const PORT = 7000;
+const CONNECTIONS = 8;
+/** One migration of a small pod takes about a second; a minute means something is stuck. */
+const MIGRATION_TIMEOUT_MS = 120_000;
 
-interface Step {
-  step: string;
-  ok: boolean;
-  ms: number;
-  detail: string;
+export interface DemoMigration {
+  name: string; pod: string; from: string; to: string; phase: string;
+  freezeMs: number | null; clientMaxStallMs: number; connections: number; preserved: number;
+  seqDeltaMax: number | null; rst: number | null; clientErrors: number;
+}
+
+function median(xs: number[]): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export function summarize(ms: DemoMigration[]) {
+  const freezes = ms.map((m) => m.freezeMs).filter((x): x is number => x !== null);
+  const stalls = ms.map((m) => m.clientMaxStallMs);
+  return {
+    migrations: ms.length,
+    complete: ms.filter((m) => m.phase === 'Complete').length,
+    freezeMsMedian: median(freezes), freezeMsMax: freezes.length ? Math.max(...freezes) : null,
+    clientMaxStallMsMedian: median(stalls), clientMaxStallMsMax: stalls.length ? Math.max(...stalls) : null,
+    connectionsKept: ms.every((m) => m.preserved === m.connections && m.connections === CONNECTIONS),
+    seqDeltaMax: Math.max(0, ...ms.map((m) => m.seqDeltaMax ?? 0)),
+    rst: ms.reduce((a, m) => a + (m.rst ?? 0), 0),
+    clientErrors: ms.reduce((a, m) => a + m.clientErrors, 0),
+  };
 }
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const p = parse(argv, { keep: { type: 'boolean', default: false } });
+  const p = parse(argv, { rounds: { type: 'string' } });
   const json = p.values['json'] === true;
   const cluster = (p.values['cluster'] as string | undefined) ?? DEMO_CLUSTER;
-  const steps: Step[] = [];
-  const step = async (name: string, fn: () => Promise<string>): Promise<void> => {
-    const t0 = performance.now();
-    if (!json) process.stdout.write(`• ${name} ... `);
-    try {
-      const detail = await fn();
-      steps.push({ step: name, ok: true, ms: Math.round(performance.now() - t0), detail });
-      if (!json) process.stdout.write(`ok (${Math.round(performance.now() - t0)} ms)\n  ${detail.replace(/\n/g, '\n  ')}\n`);
-    } catch (e) {
-      steps.push({ step: name, ok: false, ms: Math.round(performance.now() - t0), detail: (e as Error).message });
-      if (!json) process.stdout.write(`FAILED\n  ${(e as Error).message}\n`);
-      throw e;
-    }
-  };
-  let failed = false;
+  const rounds = intOption(p, 'rounds', 1, 1, 100);
+  const say = (s: string) => { if (!json) process.stdout.write(s + '\n'); };
+  const migrations: DemoMigration[] = [];
+  let load: LoadClient | undefined;
+  let failure: string | undefined;
+  let finalClient: { errors: string[]; alive: number; requests: number } | undefined;
   try {
-    await runDemo(cluster, step);
-  } catch {
-    failed = true;
-  } finally {
-    await step('cluster down', async () => {
-      const d = await clusterDown(cluster);
-      const left = await clusterNamespaces(cluster);
-      if (left.length > 0) throw new Error(`namespaces left behind: ${left.join(', ')}`);
-      return `${d.namespacesRemoved.length} namespaces removed, ${d.processesStopped} processes stopped, state dir ${clusterDir(cluster)} removed`;
-    }).catch(() => { failed = true; });
-  }
-  if (json) printJson({ cluster, ok: !failed, steps });
-  else process.stdout.write(failed ? '\ndemo FAILED\n' : '\ndemo complete: every step passed\n');
-  return failed ? 1 : 0;
-}
-
-type StepFn = (name: string, fn: () => Promise<string>) => Promise<void>;
-
-async function runDemo(cluster: string, step: StepFn): Promise<void> {
-  let rec!: Awaited<ReturnType<typeof clusterUp>>;
-  await step('cluster up: 3 nodes, VXLAN overlay, embedded NATS with JetStream', async () => {
     await clusterDown(cluster);
-    rec = await clusterUp({ cluster, nodes: 3 });
-    return rec.plan.nodes.map((n) => `${n.name}: netns ${n.netns}, pod CIDR ${n.podCidr}, underlay ${n.underlayIp}`).join('\n');
-  });
-  const nc = await connectBus(adminBus(rec), 'podmotion-demo');
-  try {
-    await step('node agents registered on the bus', async () => {
-      const regs = await registrations(nc);
-      const lines = [...regs.values()].map((r) => `${r.node}: kernel ${r.capabilities.kernel}, CRIU ${r.capabilities.criuVersion ?? 'missing'} (check ${r.capabilities.criuOk ? 'passed' : 'FAILED'}), agent pid ${r.agentPid}`);
-      if (regs.size !== 3) throw new Error(`expected 3 registrations, found ${regs.size}`);
-      return lines.join('\n');
-    });
-    await step('ping every node agent over NATS', async () => {
-      const out: string[] = [];
-      for (const n of rec.plan.nodes) {
-        const t0 = performance.now();
-        const pong = await request(nc, Subjects.node(n.name, 'ping'), codecs.ping, codecs.pong, { from: 'demo', sentAtMs: Date.now() });
-        out.push(`${pong.node}: ${(performance.now() - t0).toFixed(2)} ms`);
+    const rec = await clusterUp({ cluster, nodes: 3, onProgress: json ? undefined : (l) => say(`  ${l}`) });
+    const nc = await connectBus(adminBus(rec), 'podmotion-demo');
+    try {
+      for (const r of (await registrations(nc)).values()) {
+        say(`  ${r.node}: kernel ${r.capabilities.kernel}, CRIU ${r.capabilities.criuVersion ?? 'missing'}, pod CIDR ${r.podCidr}`);
       }
-      return out.join(', ');
-    });
-    let counterIp = '';
-    await step(`pod run counter --node node-1 --port ${COUNTER_PORT}`, async () => {
-      const info = await request(nc, Subjects.node('node-1', 'pod.run'), codecs.podRun, codecs.podInfo,
-        { name: 'counter', port: COUNTER_PORT, command: ['/usr/bin/python3', path.join(WORKLOADS, 'counter_server.py'), String(COUNTER_PORT)] },
-        { timeoutMs: 30_000 });
-      counterIp = info.ip;
-      return `ip ${info.ip}, mac ${info.mac}, pid ${info.initPid}`;
-    });
-    await step('pod run peer --node node-2', async () => {
-      const info = await request(nc, Subjects.node('node-2', 'pod.run'), codecs.podRun, codecs.podInfo,
-        { name: 'peer', command: ['sleep', 'infinity'] }, { timeoutMs: 30_000 });
-      return `ip ${info.ip}, mac ${info.mac}, pid ${info.initPid}`;
-    });
-    const check = async (netns: string) => {
-      const r = await inNetns(netns, '/usr/bin/python3', [path.join(WORKLOADS, 'counter_check.py'), counterIp, String(COUNTER_PORT), '20']);
-      return JSON.parse(r.stdout) as { ok: boolean; ms: number };
-    };
-    await step('client namespace → counter pod (over the overlay)', async () => {
-      const r = await check(rec.plan.client.netns);
-      return `20 request/replies in order: ${r.ok}, ${r.ms} ms`;
-    });
-    await step('pod on node-2 → counter pod on node-1 (VXLAN)', async () => {
-      const peerNs = podNetns(cluster, 'node-2', 'peer');
-      const r = await check(peerNs);
-      return `20 request/replies in order: ${r.ok}, ${r.ms} ms`;
-    });
-    await step('cluster status', async () => {
-      const r = await import('node:child_process').then(({ execFileSync }) =>
-        execFileSync(process.execPath, [path.join(PROJECT_ROOT, 'dist', 'cli', 'podmotion.js'), 'cluster', 'status', '--cluster', cluster], { encoding: 'utf8' }));
-      return r.trimEnd();
-    });
+      const pod = await request(nc, Subjects.node('node-1', 'pod.run'), codecs.podRun, codecs.podInfo,
+        { name: POD, port: PORT, command: [PYTHON, path.join(WORKLOADS, 'counter_server.py'), String(PORT)] }, { timeoutMs: 30_000 });
+      say(`pod ${POD} on node-1: ${pod.ip}:${PORT} (a counter per connection)`);
+      load = await startLoad(rec.plan.client.netns, pod.ip, PORT, CONNECTIONS);
+      say(`client: ${CONNECTIONS} connections from ${rec.plan.client.netns}, a request every 5 ms each, every reply checked\n`);
+      await load.mark();
+      const hops = ['node-2', 'node-3', 'node-1'];
+      for (let round = 0; round < rounds; round++) {
+        for (const to of hops) {
+          const s: MigrationStatus = await runMigration(nc, { pod: POD, toNode: to, strategy: 'Cold' }, MIGRATION_TIMEOUT_MS,
+            (st) => say(`migration ${st.spec.id}: ${POD} ${st.spec.sourceNode} → ${to}`),
+            (st, phase) => { if (!json) printCondition(st, phase); });
+          const client = await load.mark();
+          const o = outcomeOf(s);
+          const m: DemoMigration = {
+            name: s.spec.id, pod: POD, from: s.spec.sourceNode, to, phase: s.phase, freezeMs: o.freezeMs ?? null,
+            clientMaxStallMs: client.maxStallMs, connections: o.connections ?? 0, preserved: o.preserved ?? 0,
+            seqDeltaMax: o.seqDeltaMax ?? null, rst: o.rst ?? null, clientErrors: client.errors.length,
+          };
+          migrations.push(m);
+          say(`  → ${m.phase}: freeze window ${m.freezeMs ?? '-'} ms · client max stall ${m.clientMaxStallMs} ms · ` +
+            `${m.preserved}/${m.connections} connections kept · seq_delta=${m.seqDeltaMax ?? '-'} · ${m.rst ?? '-'} RST · ${m.clientErrors} client errors\n`);
+          if (s.phase !== 'Complete') throw new Error(`migration ${s.spec.id} ended ${s.phase}: ${s.error?.message ?? ''}`);
+        }
+      }
+      const fin = await load.stop();
+      finalClient = { errors: fin.errors, alive: fin.alive, requests: fin.requests };
+      load = undefined;
+      if (fin.errors.length > 0) throw new Error(`client errors: ${fin.errors.slice(0, 3).join('; ')}`);
+    } finally {
+      await nc.close();
+    }
+  } catch (e) {
+    failure = (e as Error).message;
   } finally {
-    await nc.close();
+    load?.kill();
+    await clusterDown(cluster);
   }
+  const left = await clusterNamespaces(cluster);
+  if (left.length > 0) failure ??= `namespaces left behind: ${left.join(', ')}`;
+  const summary = { ...summarize(migrations), clientRequests: finalClient?.requests ?? null, ok: failure === undefined, ...(failure ? { failure } : {}) };
+  if (json) {
+    printJson({ migrations, summary });
+  } else {
+    say('summary');
+    printTable(['MIGRATION', 'FROM', 'TO', 'PHASE', 'FREEZE', 'CLIENT STALL', 'KEPT', 'SEQ_DELTA', 'RST', 'ERRORS'],
+      migrations.map((m) => [m.name, m.from, m.to, m.phase, `${m.freezeMs ?? '-'} ms`, `${m.clientMaxStallMs} ms`, `${m.preserved}/${m.connections}`, m.seqDeltaMax ?? '-', m.rst ?? '-', m.clientErrors]));
+    say(`\nfreeze window median ${summary.freezeMsMedian ?? '-'} ms, max ${summary.freezeMsMax ?? '-'} ms · client max stall median ${summary.clientMaxStallMsMedian ?? '-'} ms, max ${summary.clientMaxStallMsMax ?? '-'} ms`);
+    say(`${summary.complete}/${summary.migrations} complete · ${summary.clientRequests ?? '-'} client requests, ${summary.clientErrors} errors, ${summary.rst} RST · cluster torn down`);
+    say(failure ? `\ndemo FAILED: ${failure}` : '\ndemo complete');
+  }
+  return failure ? 1 : 0;
 }

@@ -1,4 +1,5 @@
 /** `podmotion migrate|status|describe|cancel|list`: the migration verbs, over the coordinator's API. */
+import type { NatsConnection } from '@nats-io/nats-core';
 import { request } from '../bus/rpc.js';
 import { Subjects } from '../bus/subjects.js';
 import { apiCodecs as c } from '../actors/coordinator/codecs.js';
@@ -26,7 +27,26 @@ export function outcomeOf(s: MigrationStatus): Outcome {
   return { ...(restore?.freezeMs !== undefined ? { freezeMs: restore.freezeMs } : {}), ...(tcp ?? {}) };
 }
 
-function printCondition(s: MigrationStatus, phase: Phase): void {
+/**
+ * Starts a migration and follows it to its end, calling onCondition once per finished phase. The one
+ * path the CLI, the demo and the tests share.
+ */
+export async function runMigration(nc: NatsConnection, req: MigrateRequest, timeoutMs: number,
+  onStart: (s: MigrationStatus) => void, onCondition: (s: MigrationStatus, phase: Phase) => void): Promise<MigrationStatus> {
+  const started = (await request(nc, Subjects.api('migrate'), c.migrate, c.statusReply, req, { timeoutMs: 15_000 })).status as MigrationStatus;
+  onStart(started);
+  const shown = new Set<Phase>();
+  return followMigration(nc, started.spec.id, timeoutMs, (s) => {
+    for (const cond of s.conditions) {
+      if (cond.status !== 'Unknown' && !shown.has(cond.type)) {
+        shown.add(cond.type);
+        onCondition(s, cond.type);
+      }
+    }
+  });
+}
+
+export function printCondition(s: MigrationStatus, phase: Phase): void {
   const cond = s.conditions.find((x) => x.type === phase);
   if (!cond) return;
   const mark = cond.status === 'True' ? (cond.reason === 'Skipped' ? '–' : '✓') : '✗';
@@ -35,7 +55,7 @@ function printCondition(s: MigrationStatus, phase: Phase): void {
   process.stdout.write(`  ${mark} ${phaseLabel(phase).padEnd(26)}${ms.padStart(9)}${why}\n`);
 }
 
-function summaryLine(s: MigrationStatus): string {
+export function summaryLine(s: MigrationStatus): string {
   const o = outcomeOf(s);
   if (s.phase === 'Complete') {
     const conn = o.connections === undefined ? '' : ` · TCP preserved: ${o.preserved}/${o.connections} connections · seq_delta=${o.seqDeltaMax} · ${o.rst} RST`;
@@ -67,18 +87,11 @@ async function migrateCmd(argv: string[]): Promise<number> {
     ...(failAt ? { failAt: failAt as Phase } : {}),
   };
   return withCluster(p, async (ctx) => {
-    const started = (await request(ctx.nc, Subjects.api('migrate'), c.migrate, c.statusReply, req, { timeoutMs: 15_000 })).status as MigrationStatus;
-    const spec = started.spec;
-    if (!json) process.stdout.write(`migration ${spec.id}: ${spec.pod} ${spec.sourceNode} → ${spec.destinationNode} (${spec.strategy}${spec.dryRun ? ', dry run' : ''})\n`);
-    const shown = new Set<Phase>();
-    const final = await followMigration(ctx.nc, spec.id, timeoutS * 1000, (s) => {
-      if (json) return;
-      for (const cond of s.conditions) {
-        if (cond.status !== 'Unknown' && !shown.has(cond.type)) {
-          shown.add(cond.type);
-          printCondition(s, cond.type);
-        }
-      }
+    const final = await runMigration(ctx.nc, req, timeoutS * 1000, (started) => {
+      const spec = started.spec;
+      if (!json) process.stdout.write(`migration ${spec.id}: ${spec.pod} ${spec.sourceNode} → ${spec.destinationNode} (${spec.strategy}${spec.dryRun ? ', dry run' : ''})\n`);
+    }, (s, phase) => {
+      if (!json) printCondition(s, phase);
     });
     if (json) printJson({ ...final, outcome: outcomeOf(final) });
     else process.stdout.write(summaryLine(final) + '\n');

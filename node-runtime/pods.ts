@@ -58,7 +58,8 @@ export async function preparePodNetwork(cluster: string, node: OverlayMember, po
       // The gateway address sits on every pod's node-side veth: the node answers the pod's ARP for
       // it as a local address, with no proxy ARP and no route toward a gateway that does not exist.
       `addr add ${POD_GATEWAY}/32 dev ${hostIface} scope link`,
-      `route add ${ipAddr}/32 dev ${hostIface}`,
+      // replace: the relay may already route this IP over the overlay (the pod lived elsewhere before).
+      `route replace ${ipAddr}/32 dev ${hostIface}`,
     ],
     node.netns,
   );
