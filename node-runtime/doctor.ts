@@ -50,8 +50,11 @@ async function kernelConfig(): Promise<string | undefined> {
   }
 }
 
+/** System directories only: under npx, node_modules/.bin comes first on PATH and holds an unrelated `nft`. */
+const SYSTEM_BIN_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+
 async function which(cmd: string): Promise<string | undefined> {
-  for (const dir of (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
+  for (const dir of SYSTEM_BIN_DIRS) {
     try {
       await access(`${dir}/${cmd}`, fsc.X_OK);
       return `${dir}/${cmd}`;
