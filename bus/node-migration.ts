@@ -11,7 +11,7 @@ const addr = () => str({ maxLength: 64 });
 /** Node verbs of the migration actors (joined to `podmotion.v1.node.<node>.`). */
 export const MIG_VERBS = [
   'mig.inventory', 'mig.prepare', 'mig.arm', 'mig.freeze', 'mig.restore', 'mig.disengage', 'mig.holdStats',
-  'mig.probe', 'mig.cutover', 'mig.rollback', 'relay.route',
+  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'relay.route',
 ] as const;
 export type MigVerb = (typeof MIG_VERBS)[number];
 
@@ -53,6 +53,12 @@ export const RestoreReply = obj({
   resumedAtMs: num(), restoreMs: num(), initPid: num({ int: true }), sockets: arr(SocketSeq, { maxItems: 65_536 }),
 });
 export type RestoreReply = Infer<typeof RestoreReply>;
+
+/** Rollback after the destination served: checkpoint it and send it back to the source. */
+export const ReclaimFreezeRequest = obj({ id: id(), pod: name(), target: PrepareReply });
+export type ReclaimFreezeRequest = Infer<typeof ReclaimFreezeRequest>;
+export const ReclaimRestoreRequest = obj({ id: id(), pod: name(), destinationNode: name(), networkContinuity: bool() });
+export type ReclaimRestoreRequest = Infer<typeof ReclaimRestoreRequest>;
 
 export const DisengageRequest = obj({ id: id(), pod: name(), sourceNode: name() });
 export type DisengageRequest = Infer<typeof DisengageRequest>;

@@ -39,4 +39,6 @@ export const migCodecs = {
   role: createCodec(mig.RoleRequest, 'role request'),
   done: createCodec(mig.Done, 'done'),
   route: createCodec(mig.RouteRequest, 'route request'),
+  reclaimFreeze: createCodec(mig.ReclaimFreezeRequest, 'reclaim freeze request'),
+  reclaimRestore: createCodec(mig.ReclaimRestoreRequest, 'reclaim restore request'),
 } as const;

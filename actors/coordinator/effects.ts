@@ -155,6 +155,24 @@ export function createEffects(deps: EffectDeps) {
 
     rollback: effect(async (s) => {
       const steps: string[] = [];
+      // Once restored, the destination has served: its state is the pod's state now, so it moves back.
+      const restored = s.conditions.some((x) => x.type === 'Restore') &&
+        (await ask(s.spec.destinationNode, 'mig.restored', c.step, c.done, step(s), s, 'RollingBack')).done;
+      if (restored) {
+        const target = await ask(s.spec.sourceNode, 'mig.reclaim.prepare', c.step, c.prepareReply, step(s), s, 'RollingBack');
+        const froze = await ask(s.spec.destinationNode, 'mig.reclaim.freeze', c.reclaimFreeze, c.freezeReply, { ...step(s), target }, s, 'RollingBack');
+        steps.push(`destination checkpointed (${froze.dumpMs} ms)`);
+        const inv = s.results['SocketInventory'] as InventoryReply;
+        await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack');
+        steps.push('routes returned');
+        const back = await ask(s.spec.sourceNode, 'mig.reclaim.restore', c.reclaimRestore, c.restoreReply,
+          { ...step(s), destinationNode: s.spec.destinationNode, networkContinuity: s.spec.networkContinuity }, s, 'RollingBack');
+        steps.push(`restored on the source (freeze ${Math.round(back.resumedAtMs - froze.frozenAtMs)} ms)`);
+        await ask(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
+        steps.push('destination discarded');
+        deps.secrets.delete(s.spec.id);
+        return { steps, reclaimed: true, sockets: back.sockets.length };
+      }
       // Destination first: never two serving copies, the source resumes only once the destination is gone.
       await ask(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
       steps.push('destination discarded');

@@ -4,20 +4,19 @@
  * and at cutover keeps the pod — or, on rollback, removes every trace of the attempt.
  */
 import { rm } from 'node:fs/promises';
-import { criuRestore } from '../../criu-shim/rpc/index.js';
 import { newTransferKey, startReceiver } from '../../criu-shim/transfer/index.js';
 import { InvalidRequestError, NodeOperationError } from '../../bus/errors.js';
 import type {
   DisengageReply, DisengageRequest, HoldStatsReply, MigStep, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, RestoreReply,
-  RestoreRequest, SocketSeq,
+  RestoreRequest,
 } from '../../bus/node-migration.js';
-import { criuBinary, holdPinDir, imagesDir, podLogFile, podNetns } from '../../node-runtime/constants.js';
+import { holdPinDir, imagesDir, podLogFile, podNetns } from '../../node-runtime/constants.js';
 import { inNetns } from '../../node-runtime/exec.js';
 import { preparePodNetwork, removePodNetwork } from '../../node-runtime/pods.js';
 import { podHostIface, podMac } from '../../node-runtime/plan.js';
 import { pidsInNetns, netnsInode, refOf } from '../../node-runtime/procs.js';
 import { listPodRecords, readPodRecord, removePodRecord, writePodRecord } from '../../node-runtime/records.js';
-import { readSeqs } from '../../node-runtime/sockets.js';
+import { restoreInto } from './checkpoint.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
 
@@ -49,38 +48,17 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   await m.receiver.done;
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
-  const t0 = ctx.clock.nowMs();
-  let rootPid = 0;
-  let sockets: SocketSeq[] = [];
-  let resumedAtMs = 0;
-  const r = await criuRestore({
-    criuPath: criuBinary(), imagesDir: imagesDir(req.id, 'destination'), tcpEstablished: true, shellJob: true,
-    tcpClose: !req.networkContinuity, networkLock: 'SKIP', logLevel: 2,
-    inherit: [{ key: 'extnet', path: `/run/netns/${netns}` }],
-  }, {
-    onNotify: async (n) => {
-      if (n.pid !== undefined && n.script === 'post-restore') rootPid = n.pid;
-      if (n.script === 'network-unlock') {
-        // Sockets are restored and still in repair mode: read their sequence state, then let traffic in,
-        // just before the restorer turns repair off (its window probe must reach the peer).
-        if (rootPid > 0 && req.networkContinuity) sockets = await readSeqs(rootPid);
-        await ctx.hold.setModes(pin, []);
-      }
-      if (n.script === 'post-resume') resumedAtMs = ctx.clock.nowMs();
-    },
-  });
-  if (resumedAtMs === 0) resumedAtMs = ctx.clock.nowMs();
-  await ctx.hold.setModes(pin, []);
+  const r = await restoreInto(ctx, { netns, pin, dir: imagesDir(req.id, 'destination'), networkContinuity: req.networkContinuity });
   const init = await refOf(r.pid);
   if (!init) throw new NodeOperationError(`restored pod ${req.pod} (pid ${r.pid}) exited at once`);
   const source = (await listPodRecords(ctx.cluster)).find((p) => p.name === req.pod && p.incoming === undefined);
   await writePodRecord(ctx.cluster, {
     name: req.pod, node: ctx.node.name, ip: m.address?.ip ?? '', mac: m.address?.mac ?? '', netns, hostIface: podHostIface(req.pod),
     command: source?.command ?? [], init, logFile: source?.logFile ?? podLogFile(ctx.cluster, req.pod),
-    startedAtMs: source?.startedAtMs ?? resumedAtMs, incoming: req.id, ...(source?.port !== undefined ? { port: source.port } : {}),
+    startedAtMs: source?.startedAtMs ?? r.resumedAtMs, incoming: req.id, ...(source?.port !== undefined ? { port: source.port } : {}),
   });
   m.restoredPid = r.pid;
-  m.restored = { resumedAtMs, restoreMs: ctx.clock.nowMs() - t0, initPid: r.pid, sockets };
+  m.restored = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets };
   return m.restored;
 }
 

@@ -7,6 +7,8 @@ import type { NodeContext } from './context.js';
 import { armHold, cutoverSource, freezePod, inventoryPod, rollbackSource } from './source.js';
 import { cutoverDestination, disengage, holdStats, preparePod, probe, restorePod, rollbackDestination } from './destination.js';
 import { route } from './relay.js';
+import { readPodRecord } from '../../node-runtime/records.js';
+import { reclaimFreeze, reclaimPrepare, reclaimRestore } from './reclaim.js';
 import { forgetMigration, migrationState, serialized } from './state.js';
 
 export type { NodeContext } from './context.js';
@@ -42,6 +44,19 @@ export function registerMigrationActors(ctx: NodeContext): Subscription[] {
       forgetMigration(r.id);
       log.info({ migration: r.id, pod: r.pod, role: r.role, note }, 'rolled back');
       return { done: true, note };
+    }), { onError }),
+    serve(nc, at('mig.restored'), c.step, c.done, async (r) => {
+      // A restored copy has a record marked incoming for this migration: it has resumed and may have served.
+      const rec = await readPodRecord(ctx.cluster, node.name, r.pod);
+      return { done: rec?.incoming === r.id };
+    }, { onError }),
+    serve(nc, at('mig.reclaim.prepare'), c.step, c.prepareReply, (r) => step(r.id, r.pod, () => reclaimPrepare(ctx, migrationState(r.id, r.pod), r)), { onError }),
+    serve(nc, at('mig.reclaim.freeze'), c.reclaimFreeze, c.freezeReply, (r) => step(r.id, r.pod, () => reclaimFreeze(ctx, r)), { onError }),
+    serve(nc, at('mig.reclaim.restore'), c.reclaimRestore, c.restoreReply, (r) => step(r.id, r.pod, async () => {
+      const out = await reclaimRestore(ctx, migrationState(r.id, r.pod), r);
+      forgetMigration(r.id);
+      log.info({ migration: r.id, pod: r.pod }, 'pod moved back to the source');
+      return out;
     }), { onError }),
     serve(nc, at('relay.route'), c.route, c.done, (r) => route(ctx, r), { onError }),
   ];

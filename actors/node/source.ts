@@ -3,14 +3,12 @@
  * the pod (leaving it stopped, so a rollback can resume it), streams the images, and at cutover deletes
  * the source copy — or, on rollback, resumes it with its connections intact.
  */
-import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
-import path from 'node:path';
-import { criuDump } from '../../criu-shim/rpc/index.js';
-import { sendDirectory } from '../../criu-shim/transfer/index.js';
+import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { NotFoundError } from '../../bus/errors.js';
-import type { ArmReply, FreezeReply, FreezeRequest, InventoryReply, MigStep, SocketSeq } from '../../bus/node-migration.js';
-import { criuBinary, holdPinDir, imagesDir, podNetns } from '../../node-runtime/constants.js';
-import { inventory, readSeqs, unrepair } from '../../node-runtime/sockets.js';
+import type { ArmReply, FreezeReply, FreezeRequest, InventoryReply, MigStep } from '../../bus/node-migration.js';
+import { holdPinDir, imagesDir, podNetns } from '../../node-runtime/constants.js';
+import { inventory, unrepair } from '../../node-runtime/sockets.js';
+import { checkpoint } from './checkpoint.js';
 import { killPodProcesses, removePodNetwork } from '../../node-runtime/pods.js';
 import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runtime/records.js';
 import type { NodeContext } from './context.js';
@@ -49,46 +47,16 @@ export async function armHold(ctx: NodeContext, req: MigStep): Promise<ArmReply>
   return { armedAtMs, waitedMs: ctx.clock.nowMs() - armedAtMs };
 }
 
-async function dirBytes(dir: string): Promise<number> {
-  let total = 0;
-  for (const f of await readdir(dir)) total += (await stat(path.join(dir, f))).size;
-  return total;
-}
-
 export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<FreezeReply> {
   const rec = await sourcePod(ctx, req.pod);
-  const dir = imagesDir(req.id, 'source');
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true, mode: 0o700 });
   const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
   // Without network continuity nothing was armed; the drop still keeps a frozen socket from being answered.
   if (!req.networkContinuity) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
-  const netnsIno = (await stat(`/run/netns/${rec.netns}`)).ino;
-  let frozenAtMs = 0;
-  let sockets: SocketSeq[] = [];
-  await criuDump({
-    criuPath: criuBinary(), pid: rec.init.pid, imagesDir: dir, tcpEstablished: true, shellJob: true,
-    external: [`net[${netnsIno}]:extnet`], networkLock: 'SKIP', finalState: 'stop', logLevel: 2,
-  }, {
-    onNotify: async (n) => {
-      if (n.script === 'network-lock') {
-        // Tasks are frozen and their sockets not yet in repair: from here nothing may reach or leave them.
-        frozenAtMs = ctx.clock.nowMs();
-        await ctx.hold.setModes(pin, ['zw', 'drop-in', 'drop-out']);
-      } else if (n.script === 'post-dump') {
-        sockets = await readSeqs(rec.init.pid);
-      }
-    },
-  });
-  const dumpMs = ctx.clock.nowMs() - frozenAtMs;
-  const bytes = await dirBytes(dir);
-  const t0 = ctx.clock.nowMs();
-  const sent = await sendDirectory({ host: req.target.host, port: req.target.port, key: Buffer.from(req.target.key), dir });
-  return { frozenAtMs, dumpMs, transferMs: ctx.clock.nowMs() - t0, bytes, files: sent.files, sockets };
+  return checkpoint(ctx, { pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(req.id, 'source'), target: req.target });
 }
 
 /** Pids of every process in the pid namespace of `pid` (CRIU stopped each of them). */
-async function pidsInPidns(pid: number): Promise<number[]> {
+export async function pidsInPidns(pid: number): Promise<number[]> {
   let ns: number;
   try {
     ns = (await stat(`/proc/${pid}/ns/pid`)).ino;
@@ -107,7 +75,7 @@ async function pidsInPidns(pid: number): Promise<number[]> {
   return out;
 }
 
-async function isStopped(pid: number): Promise<boolean> {
+export async function isStopped(pid: number): Promise<boolean> {
   try {
     return /^State:\s+T/m.test(await readFile(`/proc/${pid}/status`, 'utf8'));
   } catch {

@@ -12,6 +12,9 @@ export interface NodeMigration {
   /** The pod's address and MAC, as the source reported them. */
   address?: { ip: string; mac: string };
   receiver?: Receiver;
+  /** Rollback after the destination served: the source's receiver for the images coming back. */
+  reclaim?: PrepareReply;
+  reclaimReceiver?: Receiver;
   froze?: FreezeReply;
   restored?: RestoreReply;
   /** Host pid of the restored pod init on the destination. */

@@ -1,0 +1,84 @@
+/**
+ * The two halves of moving a pod's state, shared by a migration and by its reverse (a rollback after the
+ * destination already served): checkpoint a pod in place, leaving it stopped, and restore one into a
+ * prepared namespace. The traffic hold is driven from CRIU's own notifications.
+ */
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { criuDump, criuRestore } from '../../criu-shim/rpc/index.js';
+import { sendDirectory } from '../../criu-shim/transfer/index.js';
+import type { FreezeReply, PrepareReply, SocketSeq } from '../../bus/node-migration.js';
+import { criuBinary } from '../../node-runtime/constants.js';
+import { readSeqs } from '../../node-runtime/sockets.js';
+import type { NodeContext } from './context.js';
+
+async function dirBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const f of await readdir(dir)) total += (await stat(path.join(dir, f))).size;
+  return total;
+}
+
+/**
+ * Checkpoints the pod whose init is `pid` into `dir` and streams the images to `target`. At network-lock
+ * (tasks frozen, sockets not yet in repair) the hold starts dropping both ways; the pod stays stopped with
+ * its sockets in repair mode, so it can be resumed by a rollback or killed silently at cutover.
+ */
+export async function checkpoint(ctx: NodeContext, o: { pid: number; netns: string; pin: string; dir: string; target: PrepareReply }): Promise<FreezeReply> {
+  await rm(o.dir, { recursive: true, force: true });
+  await mkdir(o.dir, { recursive: true, mode: 0o700 });
+  const netnsIno = (await stat(`/run/netns/${o.netns}`)).ino;
+  let frozenAtMs = 0;
+  let sockets: SocketSeq[] = [];
+  await criuDump({
+    criuPath: criuBinary(), pid: o.pid, imagesDir: o.dir, tcpEstablished: true, shellJob: true,
+    external: [`net[${netnsIno}]:extnet`], networkLock: 'SKIP', finalState: 'stop', logLevel: 2,
+  }, {
+    onNotify: async (n) => {
+      if (n.script === 'network-lock') {
+        frozenAtMs = ctx.clock.nowMs();
+        await ctx.hold.setModes(o.pin, ['zw', 'drop-in', 'drop-out']);
+      } else if (n.script === 'post-dump') {
+        sockets = await readSeqs(o.pid);
+      }
+    },
+  });
+  const dumpMs = ctx.clock.nowMs() - frozenAtMs;
+  const bytes = await dirBytes(o.dir);
+  const t0 = ctx.clock.nowMs();
+  const sent = await sendDirectory({ host: o.target.host, port: o.target.port, key: Buffer.from(o.target.key), dir: o.dir });
+  return { frozenAtMs, dumpMs, transferMs: ctx.clock.nowMs() - t0, bytes, files: sent.files, sockets };
+}
+
+export interface Restored {
+  pid: number;
+  resumedAtMs: number;
+  restoreMs: number;
+  sockets: SocketSeq[];
+}
+
+/**
+ * Restores the images in `dir` into the existing namespace `netns` (same IP and MAC as the checkpoint).
+ * At network-unlock the sockets are restored and still in repair mode: their sequence state is read, then
+ * the hold opens, just before the restorer turns repair off and its window probe goes out.
+ */
+export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: string; dir: string; networkContinuity: boolean }): Promise<Restored> {
+  const t0 = ctx.clock.nowMs();
+  let rootPid = 0;
+  let sockets: SocketSeq[] = [];
+  let resumedAtMs = 0;
+  const r = await criuRestore({
+    criuPath: criuBinary(), imagesDir: o.dir, tcpEstablished: true, shellJob: true, tcpClose: !o.networkContinuity,
+    networkLock: 'SKIP', logLevel: 2, inherit: [{ key: 'extnet', path: `/run/netns/${o.netns}` }],
+  }, {
+    onNotify: async (n) => {
+      if (n.pid !== undefined && n.script === 'post-restore') rootPid = n.pid;
+      if (n.script === 'network-unlock') {
+        if (rootPid > 0 && o.networkContinuity) sockets = await readSeqs(rootPid);
+        await ctx.hold.setModes(o.pin, []);
+      }
+      if (n.script === 'post-resume') resumedAtMs = ctx.clock.nowMs();
+    },
+  });
+  await ctx.hold.setModes(o.pin, []);
+  return { pid: r.pid, resumedAtMs: resumedAtMs || ctx.clock.nowMs(), restoreMs: ctx.clock.nowMs() - t0, sockets };
+}

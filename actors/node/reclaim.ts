@@ -1,0 +1,63 @@
+/**
+ * Rollback after the destination has served: the pod moves back the way it came. The destination copy is
+ * checkpointed (held, frozen, left stopped) and restored into the source's namespace in place of the frozen
+ * source copy, so connections keep the state the destination gave them.
+ */
+import { rm } from 'node:fs/promises';
+import { newTransferKey, startReceiver } from '../../criu-shim/transfer/index.js';
+import { NodeOperationError, NotFoundError } from '../../bus/errors.js';
+import type { FreezeReply, PrepareReply, ReclaimFreezeRequest, ReclaimRestoreRequest, MigStep, RestoreReply } from '../../bus/node-migration.js';
+import { holdPinDir, imagesDir, podNetns } from '../../node-runtime/constants.js';
+import { killPodProcesses } from '../../node-runtime/pods.js';
+import { refOf } from '../../node-runtime/procs.js';
+import { readPodRecord, writePodRecord } from '../../node-runtime/records.js';
+import { checkpoint, restoreInto } from './checkpoint.js';
+import type { NodeContext } from './context.js';
+import type { NodeMigration } from './state.js';
+
+/** A rolled-back pod is the pod that was checkpointed: the same bound as a forward migration's images. */
+const MAX_IMAGE_BYTES = 64 * 1024 ** 3;
+const QUIESCE_TIMEOUT_MS = 100;
+
+/** On the source: a receiver for the destination's images. */
+export async function reclaimPrepare(ctx: NodeContext, m: NodeMigration, req: MigStep): Promise<PrepareReply> {
+  if (m.reclaim) return m.reclaim;
+  const dir = imagesDir(req.id, 'reclaim');
+  await rm(dir, { recursive: true, force: true });
+  const key = newTransferKey();
+  m.reclaimReceiver = await startReceiver({ host: ctx.dataHost, dir, key, maxBytes: MAX_IMAGE_BYTES });
+  m.reclaim = { host: m.reclaimReceiver.host, port: m.reclaimReceiver.port, key };
+  return m.reclaim;
+}
+
+/** On the destination: arm the zero window, checkpoint the serving copy, stream it back. */
+export async function reclaimFreeze(ctx: NodeContext, req: ReclaimFreezeRequest): Promise<FreezeReply> {
+  const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
+  if (!rec || rec.incoming !== req.id) throw new NotFoundError(`no restored copy of ${req.pod} from migration ${req.id} on ${ctx.node.name}`);
+  const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
+  await ctx.hold.setModes(pin, ['zw']);
+  await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS);
+  return checkpoint(ctx, { pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(req.id, 'destination'), target: req.target });
+}
+
+/** On the source: replace the frozen copy by the destination's state, release, reopen peers' windows. */
+export async function reclaimRestore(ctx: NodeContext, m: NodeMigration, req: ReclaimRestoreRequest): Promise<RestoreReply> {
+  const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
+  if (!rec) throw new NotFoundError(`pod ${req.pod} has no source copy on ${ctx.node.name}`);
+  if (!m.reclaimReceiver) throw new NodeOperationError(`migration ${req.id}: no rollback images expected here (agent restarted?)`);
+  await m.reclaimReceiver.done;
+  // The frozen copy's sockets are still in repair mode: killing it sends nothing, and frees its ports.
+  await killPodProcesses(rec.init, rec.holder);
+  const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
+  const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
+  const r = await restoreInto(ctx, { netns, pin, dir: imagesDir(req.id, 'reclaim'), networkContinuity: req.networkContinuity });
+  const init = await refOf(r.pid);
+  if (!init) throw new NodeOperationError(`pod ${req.pod} restored on ${ctx.node.name} (pid ${r.pid}) exited at once`);
+  const { holder: _gone, ...rest } = rec;
+  await writePodRecord(ctx.cluster, { ...rest, init });
+  await ctx.hold.reopen({ netns, flowsPin: holdPinDir(ctx.cluster, req.destinationNode, req.pod) }).catch(() => 0);
+  await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, pin });
+  await rm(imagesDir(req.id, 'reclaim'), { recursive: true, force: true });
+  await rm(imagesDir(req.id, 'source'), { recursive: true, force: true });
+  return { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets };
+}
