@@ -32,6 +32,6 @@ if stale "$bin" || [ "$obj" -nt "$bin" ]; then
   trap 'rm -rf "$gen"' EXIT
   bpftool gen skeleton "$obj" name hold > "$gen/hold.skel.h"
   gcc -O2 -Wall -Werror -I"$here" -I"$gen" -o "$bin.tmp" \
-    "$here/pm-hold.c" "$here/hold_util.c" "$here/hold_reopen.c" -lbpf -lelf -lz
+    "$here/pm-hold.c" "$here/hold_util.c" "$here/hold_stats.c" "$here/hold_forge.c" -lbpf -lelf -lz
   mv "$bin.tmp" "$bin"
 fi

@@ -75,8 +75,8 @@ struct pm_side {
 	__u8 wscale; /* window scale the sender announced in its SYN */
 	/*
 	 * from_pod only: the ack of the newest zero-window segment. Once it equals to_pod.nxt the peer has every
-	 * byte it sent acknowledged with window 0, so nothing of it is in flight: the flow is quiesced and a drop
-	 * can start without costing the peer a retransmission timeout.
+	 * byte it sent acknowledged with window 0, so nothing of it is in flight and it will send nothing more
+	 * (see quiesced() in pm-hold.c, which also wants the pod's bytes acknowledged).
 	 */
 	__u32 zw_ack;
 	__u32 _pad;

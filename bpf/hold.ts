@@ -11,15 +11,16 @@ import { run } from '../node-runtime/exec.js';
 import {
   DetachResultSchema,
   HoldAttachmentSchema,
+  ForgeResultSchema,
   HoldStatsSchema,
-  ReopenResultSchema,
   SetModeResultSchema,
   type DetachResult,
+  type ForgeResult,
   type HoldAttachment,
   type HoldFlow,
   type HoldModeFlag,
+  type HoldSide,
   type HoldStats,
-  type ReopenResult,
   type SetModeResult,
 } from './output.js';
 
@@ -29,7 +30,7 @@ export const HOLD_ATTACH_TIMEOUT_MS = 10_000;
 export const HOLD_CONTROL_TIMEOUT_MS = 2_000;
 /** A few netlink deletes and three unlinks. */
 export const HOLD_DETACH_TIMEOUT_MS = 5_000;
-/** A delayed ACK (40 ms minimum) plus a LAN round trip; waiting longer only postpones the freeze. */
+/** A peer's delayed ACK (40 ms, when not kicked) plus a LAN round trip; waiting longer only postpones the freeze. */
 export const HOLD_QUIESCE_TIMEOUT_MS = 100;
 /** Each poll spawns pm-hold stats (a few ms); 2 ms apart keeps the wait close to the event. */
 export const HOLD_QUIESCE_POLL_MS = 2;
@@ -75,8 +76,8 @@ export interface DetachHoldOptions extends HoldCallOptions {
   pin: string;
 }
 
-export interface ReopenOptions extends HoldCallOptions {
-  /** Where the segments are sent from: the destination pod's netns or its node's. */
+export interface ForgeOptions extends HoldCallOptions {
+  /** Where the segments are sent from (a namespace that routes to the peers and, for elicit, to the pod). */
   netns: string;
   /** Read flows from this hold's pinned map ... */
   pin?: string;
@@ -84,6 +85,9 @@ export interface ReopenOptions extends HoldCallOptions {
   flows?: readonly HoldFlow[];
   /** Only flows of this pod address. */
   podIp?: string;
+}
+
+export interface ReopenOptions extends ForgeOptions {
   /** Forge an out-of-window probe toward the pod, so its restored socket sends the window update itself. */
   elicit?: boolean;
 }
@@ -117,33 +121,45 @@ export function holdStats(pin: string, o: HoldCallOptions = {}): Promise<HoldSta
   return runHold(HoldStatsSchema, ['stats', '--pin', pin], HOLD_CONTROL_TIMEOUT_MS, o.binary);
 }
 
-/** One flow line for `pm-hold reopen --flows -` (format in bpf/hold_reopen.c), or undefined if unusable. */
-function flowLine(f: HoldFlow, elicit: boolean): string | undefined {
-  const side = elicit ? f.toPod : f.fromPod;
-  if (!f.open || !side.seen || !side.ackValid) return undefined;
-  const ts = side.tsval === undefined || side.tsecr === undefined ? '- -' : `${side.tsval} ${side.tsecr}`;
-  return `${f.pod} ${f.peer} ${side.nxt} ${side.ack} ${side.win} ${ts}`;
+/** A flow as a `--flows -` line (format in bpf/hold_forge.c), or undefined when it cannot be used. */
+function flowLine(f: HoldFlow): string | undefined {
+  const side = (s: HoldSide) => `${s.nxt} ${s.ack} ${s.win} ${s.tsval === undefined ? '- -' : `${s.tsval} ${s.tsecr ?? 0}`}`;
+  const usable = (s: HoldSide) => s.seen && s.ackValid;
+  if (!f.open || !usable(f.fromPod) || !usable(f.toPod)) return undefined;
+  return `${f.pod} ${f.peer} ${side(f.fromPod)} ${side(f.toPod)}`;
 }
 
-/**
- * Tells every held peer at once that the pod's window is open again (instead of at its next persist probe).
- * Call after the pod's sockets are restored and the hold is released: a peer that sends into a namespace
- * without its socket gets an RST.
- */
-export function reopen(o: ReopenOptions): Promise<ReopenResult> {
-  const args = ['reopen', '--netns', o.netns];
+function forge(command: 'reopen' | 'kick', o: ForgeOptions, elicit: boolean): Promise<ForgeResult> {
+  const args = [command, '--netns', o.netns];
   let input: string | undefined;
   if (o.flows !== undefined) {
     args.push('--flows', '-');
-    input = o.flows.flatMap((f) => flowLine(f, o.elicit === true) ?? []).join('\n') + '\n';
+    input = o.flows.flatMap((f) => flowLine(f) ?? []).join('\n') + '\n';
   } else if (o.pin !== undefined) {
     args.push('--pin', o.pin);
   } else {
-    return Promise.reject(new InvalidRequestError('reopen needs pin or flows'));
+    return Promise.reject(new InvalidRequestError(`${command} needs pin or flows`));
   }
   if (o.podIp !== undefined) args.push('--pod-ip', o.podIp);
-  if (o.elicit === true) args.push('--elicit');
-  return runHold(ReopenResultSchema, args, HOLD_CONTROL_TIMEOUT_MS, o.binary, input);
+  if (elicit) args.push('--elicit');
+  return runHold(ForgeResultSchema, args, HOLD_CONTROL_TIMEOUT_MS, o.binary, input);
+}
+
+/**
+ * Tells every held peer at once that the pod's window is open again (instead of at its next persist probe,
+ * 0.2–1.6 s later). Call after the pod's sockets are restored and the hold is released: a peer that sends into
+ * a namespace without its socket gets an RST. The TCP_REPAIR_OFF window probe does not do this (see README).
+ */
+export function reopen(o: ReopenOptions): Promise<ForgeResult> {
+  return forge('reopen', o, o.elicit === true);
+}
+
+/**
+ * Right after zero-window is armed: closes the window of idle flows and asks every peer for an immediate ACK,
+ * so quiescence does not wait for the peers' delayed-ACK timers. The pod's sockets must exist.
+ */
+export function kick(o: ForgeOptions): Promise<ForgeResult> {
+  return forge('kick', o, false);
 }
 
 /** Removes the filters (and the clsact qdisc if attach created it) and the pins. Idempotent; a gone device is fine. */
@@ -152,9 +168,15 @@ export function detachHold(o: DetachHoldOptions): Promise<DetachResult> {
   return runHold(DetachResultSchema, args, HOLD_DETACH_TIMEOUT_MS, o.binary);
 }
 
-/** Open flows whose peer still has bytes the pod has not acknowledged with window 0: freezing now costs an RTO. */
+/** Open flows with bytes in flight either way: a freeze starting now costs that side a retransmission timeout. */
 export function unsettledFlows(stats: HoldStats): HoldFlow[] {
-  return stats.flows.filter((f) => f.open && f.toPod.seen && !f.quiesced && f.fromPod.ack !== f.toPod.nxt);
+  return stats.flows.filter((f) => f.open && f.toPod.seen && (f.unackedFromPeer > 0 || f.unackedFromPod > 0));
+}
+
+export interface QuiesceOptions extends HoldCallOptions {
+  timeoutMs?: number;
+  /** Kick (see {@link kick}) from this namespace once, right away: the node's netns. */
+  kickNetns?: string;
 }
 
 export interface QuiesceResult {
@@ -166,14 +188,15 @@ export interface QuiesceResult {
 }
 
 /**
- * After arming zero-window, waits (at most timeoutMs) until no peer has unacknowledged bytes in flight. A flow
- * that was idle all along counts as settled, although its peer has not seen window 0 yet: it may still send
- * into the freeze (and then retransmit after an RTO).
+ * After arming zero-window, waits (at most timeoutMs) until no flow has bytes in flight either way. A flow
+ * idle all along counts as settled; unless kicked, its peer has not been told window 0 and may still send into
+ * the freeze (and then retransmit after an RTO).
  */
-export async function waitQuiesced(pin: string, o: HoldCallOptions & { timeoutMs?: number } = {}): Promise<QuiesceResult> {
+export async function waitQuiesced(pin: string, o: QuiesceOptions = {}): Promise<QuiesceResult> {
   const timeoutMs = o.timeoutMs ?? HOLD_QUIESCE_TIMEOUT_MS;
   const t0 = performance.now();
   const maxPolls = Math.ceil(timeoutMs / HOLD_QUIESCE_POLL_MS) + 1;
+  if (o.kickNetns !== undefined) await kick({ netns: o.kickNetns, pin, binary: o.binary });
   let stats = await holdStats(pin, o);
   for (let poll = 0; poll < maxPolls; poll++) {
     const pending = unsettledFlows(stats);

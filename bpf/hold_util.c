@@ -80,6 +80,13 @@ void pm_usage_fail(const char *fmt, ...)
 	vfail(PM_EXIT_USAGE, fmt, ap);
 }
 
+const char *pm_need(const char *value, const char *flag)
+{
+	if (!value || !*value)
+		pm_usage_fail("%s is required", flag);
+	return value;
+}
+
 int pm_enter_netns(const char *name)
 {
 	char path[PATH_MAX];
@@ -153,6 +160,35 @@ int pm_open_pinned(const char *dir, const char *name)
 	pm_pin_path(path, dir, name);
 	fd = bpf_obj_get(path);
 	return fd < 0 ? -errno : fd;
+}
+
+struct pm_ctl pm_read_ctl(int fd)
+{
+	struct pm_ctl ctl = {};
+	__u32 key = 0;
+
+	if (bpf_map_lookup_elem(fd, &key, &ctl))
+		pm_fail("read pm_ctl: %s", strerror(errno));
+	return ctl;
+}
+
+void pm_write_ctl(int fd, const struct pm_ctl *ctl)
+{
+	__u32 key = 0;
+
+	if (bpf_map_update_elem(fd, &key, ctl, BPF_ANY))
+		pm_fail("write pm_ctl: %s", strerror(errno));
+}
+
+int pm_open_pinned_or_fail(const char *dir, const char *name)
+{
+	int fd = pm_open_pinned(dir, name);
+
+	if (fd == -ENOENT)
+		pm_fail("no hold pinned at %s (run pm-hold attach first)", dir);
+	if (fd < 0)
+		pm_fail("open %s/%s: %s", dir, name, strerror(-fd));
+	return fd;
 }
 
 __u32 pm_parse_ipv4(const char *text, const char *what)

@@ -60,8 +60,12 @@ export const HoldFlowSchema = obj({
   toPod: HoldSideSchema,
   /** Neither side sent FIN or RST. */
   open: bool(),
-  /** Every byte the peer sent is acknowledged with window 0: nothing of it is in flight. */
+  /** Nothing in flight either way and the pod's newest segment told the peer window 0. */
   quiesced: bool(),
+  /** Bytes the peer sent that the pod has not acknowledged (as seen at the hook). */
+  unackedFromPeer: u32(),
+  /** Bytes the pod sent that the peer has not acknowledged. */
+  unackedFromPod: u32(),
 });
 
 export const HoldCountersSchema = obj({
@@ -82,7 +86,7 @@ export const HoldStatsSchema = obj({
   flows: arr(HoldFlowSchema, { maxItems: MAX_HOLD_FLOWS }),
 });
 
-export const ReopenSegmentSchema = obj({
+export const ForgedSegmentSchema = obj({
   from: endpoint(),
   to: endpoint(),
   seq: u32(),
@@ -92,13 +96,17 @@ export const ReopenSegmentSchema = obj({
   tsecr: optional(u32()),
 });
 
-export const ReopenResultSchema = obj({
-  mode: literal('ack', 'elicit'),
+/** What `pm-hold reopen` and `pm-hold kick` sent. */
+export const ForgeResultSchema = obj({
+  kind: literal('reopen', 'elicit', 'kick'),
+  /** Segments sent (kick sends two per flow). */
   sent: count(),
+  /** Flows that got segments, and flows left out (closed, never seen, or another pod's). */
+  flows: count(),
   skipped: count(),
   /** CLOCK_MONOTONIC microseconds right after the last segment left. */
   monoUs: count(),
-  segments: arr(ReopenSegmentSchema, { maxItems: MAX_HOLD_FLOWS }),
+  segments: arr(ForgedSegmentSchema, { maxItems: 2 * MAX_HOLD_FLOWS }),
 });
 
 export const DetachResultSchema = obj({
@@ -117,6 +125,6 @@ export type HoldSide = Infer<typeof HoldSideSchema>;
 export type HoldFlow = Infer<typeof HoldFlowSchema>;
 export type HoldCounters = Infer<typeof HoldCountersSchema>;
 export type HoldStats = Infer<typeof HoldStatsSchema>;
-export type ReopenSegment = Infer<typeof ReopenSegmentSchema>;
-export type ReopenResult = Infer<typeof ReopenResultSchema>;
+export type ForgedSegment = Infer<typeof ForgedSegmentSchema>;
+export type ForgeResult = Infer<typeof ForgeResultSchema>;
 export type DetachResult = Infer<typeof DetachResultSchema>;

@@ -28,16 +28,10 @@ static void usage(FILE *f)
 	      "       pm-hold set --pin DIR --mode zw,drop-in,drop-out|none\n"
 	      "       pm-hold stats --pin DIR\n"
 	      "       pm-hold reopen --netns NAME (--pin DIR | --flows -) [--pod-ip A.B.C.D] [--elicit]\n"
+	      "       pm-hold kick --netns NAME (--pin DIR | --flows -) [--pod-ip A.B.C.D]\n"
 	      "       pm-hold detach --netns NAME --dev IFNAME --pin DIR\n"
 	      "drop-in drops packets to the pod, drop-out packets from the pod; zw zeroes the pod's TCP window.\n",
 	      f);
-}
-
-static const char *need(const char *value, const char *flag)
-{
-	if (!value || !*value)
-		pm_usage_fail("%s is required", flag);
-	return value;
 }
 
 /* ---- tc plumbing ---- */
@@ -97,37 +91,6 @@ static bool is_our_prog(__u32 id)
 	return ours;
 }
 
-/* ---- pinned control map ---- */
-
-static struct pm_ctl read_ctl(int fd)
-{
-	struct pm_ctl ctl = {};
-	__u32 key = 0;
-
-	if (bpf_map_lookup_elem(fd, &key, &ctl))
-		pm_fail("read pm_ctl: %s", strerror(errno));
-	return ctl;
-}
-
-static void write_ctl(int fd, const struct pm_ctl *ctl)
-{
-	__u32 key = 0;
-
-	if (bpf_map_update_elem(fd, &key, ctl, BPF_ANY))
-		pm_fail("write pm_ctl: %s", strerror(errno));
-}
-
-static int open_pinned_or_fail(const char *dir, const char *name)
-{
-	int fd = pm_open_pinned(dir, name);
-
-	if (fd == -ENOENT)
-		pm_fail("no hold pinned at %s (run pm-hold attach first)", dir);
-	if (fd < 0)
-		pm_fail("open %s/%s: %s", dir, name, strerror(-fd));
-	return fd;
-}
-
 /* ---- subcommands ---- */
 
 static void set_pins(struct hold *skel, const char *dir)
@@ -149,12 +112,12 @@ static void set_pins(struct hold *skel, const char *dir)
 static int cmd_attach(const struct pm_args *a)
 {
 	__u32 addr = pm_parse_ipv4(a->pod_ip, "--pod-ip");
-	const char *dir = need(a->pin, "--pin");
+	const char *dir = pm_need(a->pin, "--pin");
 	struct hold *skel;
 	int err, ifindex;
 
-	need(a->netns, "--netns");
-	need(a->dev, "--dev");
+	pm_need(a->netns, "--netns");
+	pm_need(a->dev, "--dev");
 	pm_prepare_pin_dir(dir);
 	if (pm_enter_netns(a->netns) < 0)
 		pm_fail("network namespace %s does not exist", a->netns);
@@ -182,10 +145,10 @@ static int cmd_attach(const struct pm_args *a)
 	__u32 out_id = attach_prog(ifindex, BPF_TC_EGRESS, skel->progs.hold_to_pod);
 
 	int ctl_fd = bpf_map__fd(skel->maps.pm_ctl);
-	struct pm_ctl ctl = read_ctl(ctl_fd);
+	struct pm_ctl ctl = pm_read_ctl(ctl_fd);
 	if (qdisc_created) {
 		ctl.flags |= PM_CTL_QDISC_CREATED;
-		write_ctl(ctl_fd, &ctl);
+		pm_write_ctl(ctl_fd, &ctl);
 	}
 
 	printf("{\"attached\":true,\"netns\":");
@@ -228,13 +191,13 @@ static __u32 parse_mode(const char *text)
 
 static int cmd_set(const struct pm_args *a)
 {
-	__u32 mode = parse_mode(need(a->mode, "--mode"));
-	int fd = open_pinned_or_fail(need(a->pin, "--pin"), PM_PIN_CTL);
-	struct pm_ctl ctl = read_ctl(fd);
+	__u32 mode = parse_mode(pm_need(a->mode, "--mode"));
+	int fd = pm_open_pinned_or_fail(pm_need(a->pin, "--pin"), PM_PIN_CTL);
+	struct pm_ctl ctl = pm_read_ctl(fd);
 	__u32 previous = ctl.mode;
 
 	ctl.mode = mode;
-	write_ctl(fd, &ctl);
+	pm_write_ctl(fd, &ctl);
 	/* Taken right after the update: the moment the datapath starts obeying the new mode. */
 	__u64 now = pm_mono_ns();
 	printf("{\"mode\":");
@@ -242,101 +205,6 @@ static int cmd_set(const struct pm_args *a)
 	printf(",\"previous\":");
 	pm_json_mode(stdout, previous);
 	printf(",\"monoUs\":%llu}\n", (unsigned long long)(now / 1000));
-	return 0;
-}
-
-static bool flow_open(const struct pm_flow *f)
-{
-	return !((f->from_pod.flags | f->to_pod.flags) & (PM_SIDE_FIN | PM_SIDE_RST));
-}
-
-/* Every byte the peer sent has been acknowledged with window 0 (see pm_side.zw_ack). */
-static bool quiesced(const struct pm_flow *f)
-{
-	return (f->from_pod.flags & PM_SIDE_ZW) && (f->to_pod.flags & PM_SIDE_SEEN) && f->from_pod.zw_ack == f->to_pod.nxt;
-}
-
-static void print_side(const struct pm_side *s)
-{
-	printf("{\"seen\":%s,\"nxt\":%u,\"ack\":%u,\"win\":%u,\"packets\":%llu,\"lastUs\":%llu",
-	       (s->flags & PM_SIDE_SEEN) ? "true" : "false", s->nxt, s->ack, s->win,
-	       (unsigned long long)s->packets, (unsigned long long)(s->last_ns / 1000));
-	if (s->flags & PM_SIDE_TS)
-		printf(",\"tsval\":%u,\"tsecr\":%u", s->tsval, s->tsecr);
-	if (s->flags & PM_SIDE_SYN)
-		printf(",\"isn\":%u", s->isn);
-	if (s->flags & PM_SIDE_WSCALE)
-		printf(",\"wscale\":%u", s->wscale);
-	if (s->flags & PM_SIDE_ZW)
-		printf(",\"zeroWindowAck\":%u", s->zw_ack);
-	printf(",\"ackValid\":%s,\"fin\":%s,\"rst\":%s}", (s->flags & PM_SIDE_ACK) ? "true" : "false",
-	       (s->flags & PM_SIDE_FIN) ? "true" : "false", (s->flags & PM_SIDE_RST) ? "true" : "false");
-}
-
-static void print_counters(int fd)
-{
-	int ncpu = libbpf_num_possible_cpus();
-	struct pm_counters sum = {};
-	__u32 key = 0;
-
-	if (ncpu <= 0)
-		pm_fail("count CPUs: %s", strerror(-ncpu));
-	struct pm_counters *per = calloc((size_t)ncpu, sizeof(*per));
-	if (!per || bpf_map_lookup_elem(fd, &key, per))
-		pm_fail("read pm_cnt: %s", strerror(errno));
-	for (int c = 0; c < ncpu; c++) {
-		sum.dropped_to_pod += per[c].dropped_to_pod;
-		sum.dropped_from_pod += per[c].dropped_from_pod;
-		sum.rst_to_pod += per[c].rst_to_pod;
-		sum.rst_from_pod += per[c].rst_from_pod;
-		sum.zero_window_rewrites += per[c].zero_window_rewrites;
-		sum.mark_exempt += per[c].mark_exempt;
-		sum.tracked_to_pod += per[c].tracked_to_pod;
-		sum.tracked_from_pod += per[c].tracked_from_pod;
-	}
-	free(per);
-	printf("{\"droppedToPod\":%llu,\"droppedFromPod\":%llu,\"rstToPod\":%llu,\"rstFromPod\":%llu,"
-	       "\"zeroWindowRewrites\":%llu,\"markExempt\":%llu,\"trackedToPod\":%llu,\"trackedFromPod\":%llu}",
-	       sum.dropped_to_pod, sum.dropped_from_pod, sum.rst_to_pod, sum.rst_from_pod,
-	       sum.zero_window_rewrites, sum.mark_exempt, sum.tracked_to_pod, sum.tracked_from_pod);
-}
-
-static int cmd_stats(const struct pm_args *a)
-{
-	const char *dir = need(a->pin, "--pin");
-	int ctl_fd = open_pinned_or_fail(dir, PM_PIN_CTL);
-	int cnt_fd = open_pinned_or_fail(dir, PM_PIN_CNT);
-	int flows_fd = open_pinned_or_fail(dir, PM_PIN_FLOWS);
-	struct pm_ctl ctl = read_ctl(ctl_fd);
-	struct pm_flow_key key, next;
-	struct pm_flow flow;
-	const char *sep = "";
-	void *prev = NULL;
-
-	printf("{\"monoUs\":%llu,\"mode\":", (unsigned long long)(pm_mono_ns() / 1000));
-	pm_json_mode(stdout, ctl.mode);
-	printf(",\"counters\":");
-	print_counters(cnt_fd);
-	printf(",\"flows\":[");
-	/* An LRU map never holds more than max_entries keys; the bound also stops a walk that keeps restarting. */
-	for (int n = 0; n < PM_FLOWS_MAX && bpf_map_get_next_key(flows_fd, prev, &next) == 0; n++) {
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(flows_fd, &key, &flow))
-			continue; /* evicted meanwhile */
-		printf("%s{\"pod\":", sep);
-		pm_json_addr(stdout, key.pod_addr, key.pod_port);
-		printf(",\"peer\":");
-		pm_json_addr(stdout, key.peer_addr, key.peer_port);
-		printf(",\"fromPod\":");
-		print_side(&flow.from_pod);
-		printf(",\"toPod\":");
-		print_side(&flow.to_pod);
-		printf(",\"open\":%s,\"quiesced\":%s}", flow_open(&flow) ? "true" : "false",
-		       quiesced(&flow) ? "true" : "false");
-		sep = ",";
-	}
-	printf("]}\n");
 	return 0;
 }
 
@@ -359,14 +227,14 @@ static void remove_pins(const char *dir, bool *unpinned)
 /* Idempotent; a namespace or device that is already gone took its filters with it. */
 static int cmd_detach(const struct pm_args *a)
 {
-	const char *dir = need(a->pin, "--pin");
+	const char *dir = pm_need(a->pin, "--pin");
 	int ctl_fd = pm_open_pinned(dir, PM_PIN_CTL);
-	bool created = ctl_fd >= 0 && (read_ctl(ctl_fd).flags & PM_CTL_QDISC_CREATED);
+	bool created = ctl_fd >= 0 && (pm_read_ctl(ctl_fd).flags & PM_CTL_QDISC_CREATED);
 	bool netns_gone, dev_gone = false, qdisc_removed = false, unpinned = false;
 	int removed = 0;
 
-	need(a->dev, "--dev");
-	netns_gone = pm_enter_netns(need(a->netns, "--netns")) < 0;
+	pm_need(a->dev, "--dev");
+	netns_gone = pm_enter_netns(pm_need(a->netns, "--netns")) < 0;
 	int ifindex = netns_gone ? 0 : (int)if_nametoindex(a->dev);
 	dev_gone = !netns_gone && !ifindex;
 	if (ifindex) {
@@ -444,10 +312,12 @@ int main(int argc, char **argv)
 	if (strcmp(a.cmd, "set") == 0)
 		return cmd_set(&a);
 	if (strcmp(a.cmd, "stats") == 0)
-		return cmd_stats(&a);
+		return pm_cmd_stats(&a);
 	if (strcmp(a.cmd, "reopen") == 0)
-		return pm_cmd_reopen(&a);
+		return pm_cmd_forge(&a, a.elicit ? PM_FORGE_ELICIT : PM_FORGE_REOPEN);
+	if (strcmp(a.cmd, "kick") == 0)
+		return pm_cmd_forge(&a, PM_FORGE_KICK);
 	if (strcmp(a.cmd, "detach") == 0)
 		return cmd_detach(&a);
-	pm_usage_fail("unknown command (attach, set, stats, reopen, detach)");
+	pm_usage_fail("unknown command (attach, set, stats, reopen, kick, detach)");
 }

@@ -60,6 +60,8 @@ export const MigrateRequest = obj({
   bandwidthMbps: optional(num({ min: 1, max: 1_000_000 })),
   /** Test hook: fail after this phase's real work; refused unless the coordinator runs with test hooks. */
   failAt: optional(PhaseSchema),
+  /** Test hook: after this phase's real work, wait (a window for cancel or a coordinator crash). */
+  pauseAt: optional(PhaseSchema),
 });
 export type MigrateRequest = Infer<typeof MigrateRequest>;
 

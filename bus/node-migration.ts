@@ -47,10 +47,10 @@ export const FreezeReply = obj({
 });
 export type FreezeReply = Infer<typeof FreezeReply>;
 
-export const RestoreRequest = obj({ id: id(), pod: name(), networkContinuity: bool() });
+export const RestoreRequest = obj({ id: id(), pod: name(), sourceNode: name(), networkContinuity: bool() });
 export type RestoreRequest = Infer<typeof RestoreRequest>;
 export const RestoreReply = obj({
-  resumedAtMs: num(), restoreMs: num(), initPid: num({ int: true }), sockets: arr(SocketSeq, { maxItems: 65_536 }),
+  resumedAtMs: num(), restoreMs: num(), initPid: num({ int: true }), reopened: optional(num({ int: true })), sockets: arr(SocketSeq, { maxItems: 65_536 }),
 });
 export type RestoreReply = Infer<typeof RestoreReply>;
 

@@ -70,14 +70,17 @@ async function migrateCmd(argv: string[]): Promise<number> {
   const p = parse(argv, {
     'to-node': { type: 'string' }, strategy: { type: 'string' }, 'dry-run': { type: 'boolean', default: false },
     wait: { type: 'boolean', default: false }, timeout: { type: 'string' }, 'no-network-continuity': { type: 'boolean', default: false },
-    'bandwidth-mbps': { type: 'string' }, 'fail-at': { type: 'string' },
+    'bandwidth-mbps': { type: 'string' }, 'fail-at': { type: 'string' }, 'pause-at': { type: 'string' },
   });
   const json = p.values['json'] === true;
   const pod = requirePositional(p, 0, 'pod name (podmotion migrate POD [--to-node NODE])');
   const strategy = p.values['strategy'] as string | undefined;
   if (strategy !== undefined && !STRATEGIES.includes(strategy as Strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')} (got ${strategy})`);
   const failAt = p.values['fail-at'] as string | undefined;
-  if (failAt !== undefined && !(PHASES as readonly string[]).includes(failAt)) throw new UsageError(`--fail-at must be a phase (got ${failAt})`);
+  const pauseAt = p.values['pause-at'] as string | undefined;
+  for (const [flag, v] of [['fail-at', failAt], ['pause-at', pauseAt]] as const) {
+    if (v !== undefined && !(PHASES as readonly string[]).includes(v)) throw new UsageError(`--${flag} must be a phase (got ${v})`);
+  }
   const timeoutS = intOption(p, 'timeout', DEFAULT_WAIT_S, 1, 86_400);
   const req: MigrateRequest = {
     pod, dryRun: p.values['dry-run'] === true, networkContinuity: p.values['no-network-continuity'] !== true,
@@ -85,6 +88,7 @@ async function migrateCmd(argv: string[]): Promise<number> {
     ...(strategy ? { strategy: strategy as Strategy } : {}),
     ...(p.values['bandwidth-mbps'] !== undefined ? { bandwidthMbps: intOption(p, 'bandwidth-mbps', 0, 1, 1_000_000) } : {}),
     ...(failAt ? { failAt: failAt as Phase } : {}),
+    ...(pauseAt ? { pauseAt: pauseAt as Phase } : {}),
   };
   return withCluster(p, async (ctx) => {
     const final = await runMigration(ctx.nc, req, timeoutS * 1000, (started) => {

@@ -115,7 +115,7 @@ export function createEffects(deps: EffectDeps) {
 
     restore: effect(async (s) => {
       const r = await ask(s.spec.destinationNode, 'mig.restore', c.restore, c.restoreReply,
-        { ...step(s), networkContinuity: s.spec.networkContinuity }, s, 'Restore');
+        { ...step(s), sourceNode: s.spec.sourceNode, networkContinuity: s.spec.networkContinuity }, s, 'Restore');
       const frozen = result<FreezeReply>(s, 'FinalFreeze');
       return { ...r, freezeMs: Math.round(r.resumedAtMs - frozen.frozenAtMs) };
     }),

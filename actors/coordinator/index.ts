@@ -8,7 +8,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { jetstream } from '@nats-io/jetstream';
 import { createActor, fromPromise, type AnyActorLogic, type Actor } from 'xstate';
 import type { Logger } from 'pino';
-import type { Clock } from '../../common/clock.js';
+import { sleep, type Clock } from '../../common/clock.js';
 import { ConflictError, InvalidRequestError, NotFoundError, PreconditionError } from '../../bus/errors.js';
 import { request } from '../../bus/rpc.js';
 import { createService, type Service } from '../../bus/service.js';
@@ -27,6 +27,8 @@ import { MigrationStore } from './store.js';
 
 export const SERVICE_NAME = 'podmotion';
 export const SERVICE_VERSION = '0.1.0';
+/** Test hook pause: long enough to cancel or kill the coordinator, short of every phase timeout. */
+const TEST_PAUSE_MS = 5_000;
 /** Asking every agent for its pods: a local query on each node, well under a second. */
 const POD_LOOKUP_TIMEOUT_MS = 5_000;
 
@@ -62,6 +64,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const actors = new Map<string, MigrationActor>();
   const latest = new Map<string, MigrationStatus>();
   const failAt = new Map<string, Phase>();
+  const pauseAt = new Map<string, Phase>();
   const newId = cfg.newId ?? ((pod: string) => `${pod}-${randomBytes(4).toString('hex')}`.slice(0, 63));
   const effects = createEffects({
     nc, secrets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: () => readRegistrations(nc),
@@ -83,9 +86,10 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
 
   /** Test hook: after the real work of a phase, fail as if it had. */
   const withHook = (phase: Phase, effect: Effect) =>
-    fromPromise<Record<string, unknown>, EffectInput>(async ({ input }) => {
+    fromPromise<Record<string, unknown>, EffectInput>(async ({ input, signal }) => {
       const out = await effect(input.status);
       if (failAt.get(input.status.spec.id) === phase) throw new PreconditionError(`injected failure after ${phase} (test hook)`);
+      if (pauseAt.get(input.status.spec.id) === phase) await sleep(cfg.clock, TEST_PAUSE_MS, signal).catch(() => {});
       return out;
     });
 
@@ -119,6 +123,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       complete: () => {
         actors.delete(id);
         failAt.delete(id);
+        pauseAt.delete(id);
       },
     });
     actor.start();
@@ -136,7 +141,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   }
 
   async function planSpec(req: MigrateRequest): Promise<MigrationSpec> {
-    if (req.failAt && !cfg.testHooks) throw new InvalidRequestError('failAt is a test hook; this coordinator runs without test hooks');
+    if ((req.failAt || req.pauseAt) && !cfg.testHooks) throw new InvalidRequestError('failAt and pauseAt are test hooks; this coordinator runs without test hooks');
     for (const st of latest.values()) {
       if (st.spec.pod === req.pod && !isTerminal(st.phase) && !st.spec.dryRun) {
         throw new ConflictError(`pod ${req.pod} is already migrating (migration ${st.spec.id}, phase ${st.phase})`);
@@ -191,6 +196,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     .endpoint('migrate', Subjects.api('migrate'), c.migrate, c.statusReply, async (req) => {
       const spec = await planSpec(req);
       if (req.failAt) failAt.set(spec.id, req.failAt);
+      if (req.pauseAt) pauseAt.set(spec.id, req.pauseAt);
       const status = initialStatus(spec, cfg.clock.nowMs());
       latest.set(spec.id, status);
       host(createActor(machine, { input: { spec, nowMs: cfg.clock.nowMs() }, clock: migrationClock(cfg.clock) }) as unknown as MigrationActor, spec.id);

@@ -23,7 +23,11 @@ async function dirBytes(dir: string): Promise<number> {
  * (tasks frozen, sockets not yet in repair) the hold starts dropping both ways; the pod stays stopped with
  * its sockets in repair mode, so it can be resumed by a rollback or killed silently at cutover.
  */
-export async function checkpoint(ctx: NodeContext, o: { pid: number; netns: string; pin: string; dir: string; target: PrepareReply }): Promise<FreezeReply> {
+export async function checkpoint(ctx: NodeContext, o: {
+  pid: number; netns: string; pin: string; dir: string; target: PrepareReply;
+  /** Close the peers' window at CRIU's pre-dump (start-up done, nothing frozen yet) and wait until quiet. */
+  zeroWindowQuiesceMs?: number;
+}): Promise<FreezeReply> {
   await rm(o.dir, { recursive: true, force: true });
   await mkdir(o.dir, { recursive: true, mode: 0o700 });
   const netnsIno = (await stat(`/run/netns/${o.netns}`)).ino;
@@ -34,7 +38,11 @@ export async function checkpoint(ctx: NodeContext, o: { pid: number; netns: stri
     external: [`net[${netnsIno}]:extnet`], networkLock: 'SKIP', finalState: 'stop', logLevel: 2,
   }, {
     onNotify: async (n) => {
-      if (n.script === 'network-lock') {
+      if (n.script === 'pre-dump' && o.zeroWindowQuiesceMs !== undefined) {
+        // CRIU's ~100 ms of start-up is behind us: the peers stop sending only now, just before the freeze.
+        await ctx.hold.setModes(o.pin, ['zw']);
+        await ctx.hold.quiesce(o.pin, o.zeroWindowQuiesceMs, ctx.node.netns);
+      } else if (n.script === 'network-lock') {
         frozenAtMs = ctx.clock.nowMs();
         await ctx.hold.setModes(o.pin, ['zw', 'drop-in', 'drop-out']);
       } else if (n.script === 'post-dump') {

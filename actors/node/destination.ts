@@ -58,16 +58,21 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
     startedAtMs: source?.startedAtMs ?? r.resumedAtMs, incoming: req.id, ...(source?.port !== undefined ? { port: source.port } : {}),
   });
   m.restoredPid = r.pid;
-  m.restored = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets };
+  // The peers sit in zero-window persist mode since the freeze: tell them at once that the window is open,
+  // from the pod's own namespace, with the state the source's hold recorded (DisengageHold confirms it).
+  const reopened = req.networkContinuity
+    ? await ctx.hold.reopen({ netns, flowsPin: holdPinDir(ctx.cluster, req.sourceNode, req.pod) })
+    : 0;
+  m.restored = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets, reopened };
   return m.restored;
 }
 
-export async function disengage(ctx: NodeContext, req: DisengageRequest): Promise<DisengageReply> {
+/** Confirms the hold no longer holds anything; the peers' windows were reopened right after the restore. */
+export async function disengage(ctx: NodeContext, m: NodeMigration, req: DisengageRequest): Promise<DisengageReply> {
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
   await ctx.hold.setModes(pin, []);
-  // The peers sit in zero-window persist mode since the arm: tell them the window is open now, from the
-  // pod's own namespace, with the state the source's hold recorded.
-  const reopened = await ctx.hold.reopen({ netns: podNetns(ctx.cluster, ctx.node.name, req.pod), flowsPin: holdPinDir(ctx.cluster, req.sourceNode, req.pod) });
+  // After an agent restart the restore's reopen is unknown: send it again (a single duplicate ACK is harmless).
+  const reopened = m.restored?.reopened ?? await ctx.hold.reopen({ netns: podNetns(ctx.cluster, ctx.node.name, req.pod), flowsPin: holdPinDir(ctx.cluster, req.sourceNode, req.pod) });
   return { reopened, releasedAtMs: ctx.clock.nowMs() };
 }
 

@@ -13,7 +13,7 @@ export interface HoldOps {
   attach(opts: { nodeNetns: string; dev: string; podIp: string; pin: string; modes: HoldMode[] }): Promise<void>;
   setModes(pin: string, modes: HoldMode[]): Promise<void>;
   /** Waits (bounded) until no peer has bytes in flight toward the pod under the zero window. */
-  quiesce(pin: string, timeoutMs: number): Promise<{ settled: boolean; waitedMs: number }>;
+  quiesce(pin: string, timeoutMs: number, kickNetns: string): Promise<{ settled: boolean; waitedMs: number }>;
   counters(pin: string): Promise<HoldCounters | undefined>;
   /** Sends, from `netns`, a window-opening ACK for every flow the hold at `flowsPin` recorded. */
   reopen(opts: { netns: string; flowsPin: string }): Promise<number>;

@@ -29,7 +29,7 @@ export function registerMigrationActors(ctx: NodeContext): Subscription[] {
       return m.froze;
     }), { onError }),
     serve(nc, at('mig.restore'), c.restore, c.restoreReply, (r) => step(r.id, r.pod, () => restorePod(ctx, migrationState(r.id, r.pod), r)), { onError }),
-    serve(nc, at('mig.disengage'), c.disengageReq, c.disengage, (r) => step(r.id, r.pod, () => disengage(ctx, r)), { onError }),
+    serve(nc, at('mig.disengage'), c.disengageReq, c.disengage, (r) => step(r.id, r.pod, () => disengage(ctx, migrationState(r.id, r.pod), r)), { onError }),
     serve(nc, at('mig.holdStats'), c.step, c.holdStats, (r) => holdStats(ctx, r), { onError }),
     serve(nc, at('mig.probe'), c.probe, c.probeReply, (r) => probe(ctx, r), { onError }),
     serve(nc, at('mig.cutover'), c.role, c.done, (r) => step(r.id, r.pod, async () => {

@@ -36,7 +36,7 @@ export async function reclaimFreeze(ctx: NodeContext, req: ReclaimFreezeRequest)
   if (!rec || rec.incoming !== req.id) throw new NotFoundError(`no restored copy of ${req.pod} from migration ${req.id} on ${ctx.node.name}`);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
   await ctx.hold.setModes(pin, ['zw']);
-  await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS);
+  await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS, ctx.node.netns);
   return checkpoint(ctx, { pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(req.id, 'destination'), target: req.target });
 }
 

@@ -12,8 +12,9 @@ import { checkpoint } from './checkpoint.js';
 import { killPodProcesses, removePodNetwork } from '../../node-runtime/pods.js';
 import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runtime/records.js';
 import type { NodeContext } from './context.js';
-import { sleep } from '../../common/clock.js';
 
+/** Per migration armed here: how long to wait, under the zero window, for the peers to go quiet. */
+const armed = new Map<string, number>();
 /** How long the zero window must stand before the freeze: in-flight client data needs one RTT to be ACKed. */
 const MIN_ARM_WAIT_MS = 10;
 const MAX_ARM_WAIT_MS = 200;
@@ -37,13 +38,13 @@ export async function inventoryPod(ctx: NodeContext, req: MigStep): Promise<Inve
 export async function armHold(ctx: NodeContext, req: MigStep): Promise<ArmReply> {
   const rec = await sourcePod(ctx, req.pod);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
-  await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: ['zw'] });
+  // Armed, not yet closing: the hold tracks every flow from now on, and the freeze closes the peers'
+  // window at CRIU's pre-dump, so clients stall for the freeze only, not for CRIU's start-up.
+  await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
   const armedAtMs = ctx.clock.nowMs();
-  // Give every peer at least two RTTs to see window 0, then wait (bounded) until none has bytes in flight.
   const rtts = (await inventory(rec.netns)).map((s) => s.rttMs ?? 0);
-  await sleep(ctx.clock, Math.min(MAX_ARM_WAIT_MS, Math.max(MIN_ARM_WAIT_MS, Math.ceil(2 * Math.max(0, ...rtts)))));
-  const q = await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS);
-  if (!q.settled) ctx.log.warn({ migration: req.id }, 'peers still had bytes in flight when the zero window was armed');
+  const quiesceMs = Math.min(MAX_ARM_WAIT_MS, Math.max(MIN_ARM_WAIT_MS, Math.ceil(2 * Math.max(0, ...rtts))));
+  armed.set(req.id, quiesceMs);
   return { armedAtMs, waitedMs: ctx.clock.nowMs() - armedAtMs };
 }
 
@@ -52,7 +53,12 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
   // Without network continuity nothing was armed; the drop still keeps a frozen socket from being answered.
   if (!req.networkContinuity) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
-  return checkpoint(ctx, { pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(req.id, 'source'), target: req.target });
+  const quiesceMs = armed.get(req.id);
+  armed.delete(req.id);
+  return checkpoint(ctx, {
+    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(req.id, 'source'), target: req.target,
+    ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? QUIESCE_TIMEOUT_MS } : {}),
+  });
 }
 
 /** Pids of every process in the pid namespace of `pid` (CRIU stopped each of them). */

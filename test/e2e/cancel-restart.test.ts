@@ -1,0 +1,83 @@
+/**
+ * Cancel mid-migration rolls back; a coordinator killed mid-migration and restarted rolls back from the
+ * status it persisted. Both keep every connection.
+ */
+import test from 'ava';
+import { cli, cliJson, snapshot } from '../integration/helpers.js';
+import { readClusterRecord } from '../../node-runtime/records.js';
+import { adminBus, startCoordinatorProcess, waitForCoordinator } from '../../node-runtime/local-cluster.js';
+import { connectBus } from '../../bus/connection.js';
+import { stopRef } from '../../node-runtime/procs.js';
+import { bringUp, imagesLeft, podNode, tearDown, type Bed } from './helpers.js';
+
+const CLUSTER = 'itcr';
+let bed: Bed | undefined;
+
+test.before(async () => {
+  bed = await bringUp(CLUSTER);
+});
+test.after.always(async () => {
+  await tearDown(bed, CLUSTER);
+});
+
+async function activeMigration(): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    const l = await cliJson(['list', '--active', '--cluster', CLUSTER]);
+    if (l.migrations.length > 0) return l.migrations[0].id;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('no active migration appeared');
+}
+
+test.serial('cancel during a migration rolls back and keeps every connection', async (t) => {
+  const running = cli(['migrate', 'counter', '--to-node', 'node-2', '--strategy', 'Cold', '--pause-at', 'OverlayHandoff', '--json', '--cluster', CLUSTER], 180_000);
+  const id = await activeMigration();
+  await new Promise((r) => setTimeout(r, 1500));
+  const c = await cli(['cancel', id, '--cluster', CLUSTER]);
+  t.is(c.code, 0, c.stderr);
+  t.is(c.stdout, 'cancelled — rollback initiated\n');
+  const r = await running;
+  const s = JSON.parse(r.stdout);
+  t.is(s.phase, 'Cancelled');
+  t.is(s.rollbackReason, 'cancel');
+  t.is(await podNode(CLUSTER), 'node-1');
+  const client = await bed!.load.mark();
+  t.deepEqual(client.errors, []);
+  t.is(client.alive, 8);
+  t.false((await snapshot(CLUSTER)).netns.includes(`pm-${CLUSTER}-node-2-pod-counter`));
+  t.deepEqual(await imagesLeft(id), []);
+  const again = await cli(['cancel', id, '--cluster', CLUSTER]);
+  t.is(again.code, 1);
+  t.regex(again.stderr, /already ended: Cancelled/);
+});
+
+test.serial('a coordinator killed mid-migration and restarted rolls back from persisted state', async (t) => {
+  const running = cli(['migrate', 'counter', '--to-node', 'node-3', '--strategy', 'Cold', '--pause-at', 'FinalFreeze', '--json', '--cluster', CLUSTER], 180_000);
+  const id = await activeMigration();
+  const rec = (await readClusterRecord(CLUSTER))!;
+  // Wait until the pod is frozen (FinalFreeze done, paused), then kill the coordinator outright.
+  for (let i = 0; i < 100; i++) {
+    const st = await cliJson(['status', id, '--cluster', CLUSTER]);
+    if (st.conditions.some((x: { type: string; status: string }) => x.type === 'FinalFreeze' && x.status === 'True') || st.phase === 'OverlayHandoff') break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  process.kill(rec.coordinator!.pid, 'SIGKILL');
+  await stopRef(rec.coordinator!, 0);
+  await startCoordinatorProcess(rec, adminBus(rec));
+  const nc = await connectBus(adminBus(rec), 'itcr-test');
+  await waitForCoordinator(nc, 15_000);
+  await nc.close();
+  const r = await running;
+  const s = JSON.parse(r.stdout);
+  t.is(s.phase, 'RolledBack', JSON.stringify(s.error));
+  t.is(s.rollbackReason, 'coordinator-restart');
+  t.is(await podNode(CLUSTER), 'node-1');
+  const client = await bed!.load.mark();
+  t.deepEqual(client.errors, []);
+  t.is(client.alive, 8);
+  t.false((await snapshot(CLUSTER)).netns.includes(`pm-${CLUSTER}-node-3-pod-counter`));
+  // And the pod can still move afterwards.
+  const next = await cliJson(['migrate', 'counter', '--to-node', 'node-2', '--strategy', 'Cold', '--cluster', CLUSTER], 180_000);
+  t.is(next.phase, 'Complete');
+  t.deepEqual((await bed!.load.mark()).errors, []);
+});
