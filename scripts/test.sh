@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests first (fast, pure), then integration tests serially (they share the
-# machine's namespaces and processes). Leftovers of an interrupted earlier run are removed first.
+# Runs every test: unit tests first (fast, pure), then integration and end-to-end tests serially (they
+# share the machine's namespaces and processes). Leftovers of an interrupted earlier run are removed first.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -13,6 +13,9 @@ status=0
 npx ava 'dist/test/unit/**/*.test.js' 2>&1 | tee -a "$log" || status=1
 if [ "$status" -eq 0 ]; then
   npx ava --serial --concurrency 1 'dist/test/integration/**/*.test.js' 2>&1 | tee -a "$log" || status=1
+fi
+if [ "$status" -eq 0 ]; then
+  npx ava --serial --concurrency 1 'dist/test/e2e/**/*.test.js' 2>&1 | tee -a "$log" || status=1
 fi
 sweep
 passed=$(grep -Eo '[0-9]+ tests? passed' "$log" | awk '{ s += $1 } END { print s + 0 }')

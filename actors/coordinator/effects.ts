@@ -11,6 +11,7 @@ import type { FreezeReply, InventoryReply, PrepareReply, RestoreReply, SocketSeq
 import type { NodeRegistration } from '../../bus/messages.js';
 import { phaseTimeoutMs, type MigrationStatus, type WorkPhase } from '../../machines/index.js';
 import { migCodecs as c } from './codecs.js';
+import { planVolumes } from '../storage/index.js';
 
 /** What effects need from the coordinator. */
 export interface EffectDeps {
@@ -82,7 +83,14 @@ export function createEffects(deps: EffectDeps) {
         if (!r.capabilities.criuOk) throw new PreconditionError(`node ${r.node} has no working CRIU: ${r.capabilities.criuProblem ?? 'criu check failed'}`);
       }
       if (s.spec.strategy !== 'Cold') throw new InvalidRequestError(`strategy ${s.spec.strategy} is not available yet; use --strategy Cold`);
-      return { source: src.node, destination: dst.node, criu: dst.capabilities.criuVersion ?? '', kernel: dst.capabilities.kernel };
+      // Pods of the local cluster declare no volumes yet: the storage-tier actor plans nothing for them.
+      let volumes;
+      try {
+        volumes = planVolumes(s.spec.pod, []);
+      } catch (e) {
+        throw new InvalidRequestError((e as Error).message);
+      }
+      return { source: src.node, destination: dst.node, criu: dst.capabilities.criuVersion ?? '', kernel: dst.capabilities.kernel, volumes };
     }),
 
     prewarmDestination: effect(async (s) => {

@@ -55,12 +55,15 @@ test.serial('a coordinator killed mid-migration and restarted rolls back from pe
   const running = cli(['migrate', 'counter', '--to-node', 'node-3', '--strategy', 'Cold', '--pause-at', 'FinalFreeze', '--json', '--cluster', CLUSTER], 180_000);
   const id = await activeMigration();
   const rec = (await readClusterRecord(CLUSTER))!;
-  // Wait until the pod is frozen (FinalFreeze done, paused), then kill the coordinator outright.
-  for (let i = 0; i < 100; i++) {
-    const st = await cliJson(['status', id, '--cluster', CLUSTER]);
-    if (st.conditions.some((x: { type: string; status: string }) => x.type === 'FinalFreeze' && x.status === 'True') || st.phase === 'OverlayHandoff') break;
-    await new Promise((r) => setTimeout(r, 50));
+  // Wait until FinalFreeze runs; its effect (a dump well under a second) then pauses 5 s in the test hook,
+  // with the pod frozen and the images on the destination: kill the coordinator outright in that window.
+  let phase = '';
+  for (let i = 0; i < 200 && phase !== 'FinalFreeze'; i++) {
+    phase = (await cliJson(['status', id, '--cluster', CLUSTER])).phase;
+    if (phase !== 'FinalFreeze') await new Promise((r) => setTimeout(r, 20));
   }
+  t.is(phase, 'FinalFreeze');
+  await new Promise((r) => setTimeout(r, 1500));
   process.kill(rec.coordinator!.pid, 'SIGKILL');
   await stopRef(rec.coordinator!, 0);
   await startCoordinatorProcess(rec, adminBus(rec));

@@ -76,3 +76,24 @@ test.serial('a pod already migrating is refused', async (t) => {
   t.is(await podNode(CLUSTER), 'node-3');
   t.deepEqual((await bed!.load.mark()).errors, []);
 });
+
+test.serial('a dry run validates and changes nothing', async (t) => {
+  const before = await podNode(CLUSTER);
+  const r = await cli(['migrate', 'counter', '--dry-run', '--strategy', 'Cold', '--cluster', CLUSTER], 60_000);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /✓ Dry run passed: counter can move node-\d → node-\d\n$/);
+  t.is(await podNode(CLUSTER), before);
+  t.deepEqual((await bed!.load.mark()).errors, []);
+});
+
+test.serial('kubectl-podmotion offers the same verbs', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const { PROJECT_ROOT } = await import('../../node-runtime/constants.js');
+  const path = await import('node:path');
+  const exe = path.join(PROJECT_ROOT, 'dist', 'cli', 'kubectl-podmotion.js');
+  const list = spawnSync(process.execPath, [exe, 'list', '--cluster', CLUSTER, '--json'], { encoding: 'utf8' });
+  t.is(list.status, 0, list.stderr);
+  const id = JSON.parse(list.stdout).migrations[0].id;
+  const st = spawnSync(process.execPath, [exe, 'status', id, '--cluster', CLUSTER], { encoding: 'utf8' });
+  t.regex(st.stdout, /^Phase: Complete/);
+});

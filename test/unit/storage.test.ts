@@ -1,0 +1,23 @@
+/** Storage tiers: pods without volumes need nothing; a volume no tier accepts is refused with a reason. */
+import test from 'ava';
+import { planVolumes, type StorageTier } from '../../actors/storage/index.js';
+
+test('a pod without volumes has an empty plan', (t) => {
+  t.deepEqual(planVolumes('web', []), []);
+});
+
+test('a volume is refused when no tier of this build accepts it', (t) => {
+  const err = t.throws(() => planVolumes('db', [{ name: 'data', hostPath: '/srv/db' }]));
+  t.is(err?.message, 'pod db: volume data (/srv/db) cannot move: no storage tier for it (tiers: none in this build)');
+});
+
+test('the first tier that accepts a volume is chosen, and refusals carry each tier\'s reason', (t) => {
+  const tiers: StorageTier[] = [
+    { name: 'shared', refuse: (v) => (v.hostPath.startsWith('/shared/') ? undefined : 'not on a shared mount') },
+    { name: 'local', refuse: (v) => (v.hostPath.startsWith('/dev/') ? 'block devices are not copied' : undefined) },
+  ];
+  t.deepEqual(planVolumes('p', [{ name: 'a', hostPath: '/shared/a' }, { name: 'b', hostPath: '/var/b' }], tiers),
+    [{ volume: 'a', tier: 'shared' }, { volume: 'b', tier: 'local' }]);
+  t.regex(t.throws(() => planVolumes('p', [{ name: 'c', hostPath: '/dev/sdb' }], tiers))!.message,
+    /volume c \(\/dev\/sdb\) cannot move: shared: not on a shared mount; local: block devices are not copied/);
+});
