@@ -1,7 +1,7 @@
 /**
  * `podmotion demo`: the main job on the embedded default. A 3-node local cluster, a stateful TCP pod with 8
  * client connections under continuous load from the client namespace, migrated node-1 → node-2 → node-3 →
- * node-1 while the client checks every reply. Prints each migration's phases, freeze window, client-visible
+ * node-1 (and on round the ring with --migrations N) while the client checks every reply. Prints each migration's phases, freeze window, client-visible
  * stall and connection figures, then a summary; `--json` prints the same as one object.
  */
 import { clusterDown, clusterUp, adminBus } from '../node-runtime/local-cluster.js';
@@ -35,7 +35,7 @@ function median(xs: number[]): number | null {
   if (xs.length === 0) return null;
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+  return Math.round((s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2) * 10) / 10;
 }
 
 export function summarize(ms: DemoMigration[]) {
@@ -54,10 +54,10 @@ export function summarize(ms: DemoMigration[]) {
 }
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const p = parse(argv, { rounds: { type: 'string' } });
+  const p = parse(argv, { migrations: { type: 'string' } });
   const json = p.values['json'] === true;
   const cluster = (p.values['cluster'] as string | undefined) ?? DEMO_CLUSTER;
-  const rounds = intOption(p, 'rounds', 1, 1, 100);
+  const count = intOption(p, 'migrations', 3, 1, 300);
   const say = (s: string) => { if (!json) process.stdout.write(s + '\n'); };
   const migrations: DemoMigration[] = [];
   let load: LoadClient | undefined;
@@ -78,8 +78,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
       say(`client: ${CONNECTIONS} connections from ${rec.plan.client.netns}, a request every 5 ms each, every reply checked\n`);
       await load.mark();
       const hops = ['node-2', 'node-3', 'node-1'];
-      for (let round = 0; round < rounds; round++) {
-        for (const to of hops) {
+      for (let i = 0; i < count; i++) {
+        {
+          const to = hops[i % hops.length]!;
           const s: MigrationStatus = await runMigration(nc, { pod: POD, toNode: to, strategy: 'Cold' }, MIGRATION_TIMEOUT_MS,
             (st) => say(`migration ${st.spec.id}: ${POD} ${st.spec.sourceNode} → ${to}`),
             (st, phase) => { if (!json) printCondition(st, phase); });

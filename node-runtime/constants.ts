@@ -115,3 +115,9 @@ export const BPF_PIN_ROOT = '/sys/fs/bpf/podmotion';
 export function holdPinDir(cluster: string, node: string, pod: string): string {
   return path.join(BPF_PIN_ROOT, `${cluster}-${node}-${pod}`);
 }
+
+/**
+ * CRIU's kernel-feature cache directory, compiled into the CRIU build (criu-shim/build/build-criu.sh,
+ * KDAT_RUNDIR): on tmpfs, so CRIU keeps its probe results instead of redoing them at every start.
+ */
+export const CRIU_KDAT_DIR = '/dev/shm/podmotion-criu';
