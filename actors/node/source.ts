@@ -15,11 +15,13 @@ import type { NodeContext } from './context.js';
 
 /** Per migration armed here: how long to wait, under the zero window, for the peers to go quiet. */
 const armed = new Map<string, number>();
-/** How long the zero window must stand before the freeze: in-flight client data needs one RTT to be ACKed. */
-const MIN_ARM_WAIT_MS = 10;
-const MAX_ARM_WAIT_MS = 200;
-/** After the minimum wait, how long to wait for peers to stop sending under window 0 before freezing anyway. */
-const QUIESCE_TIMEOUT_MS = 100;
+/**
+ * Bound on the wait, under the zero window, for peers to have nothing in flight. Settling takes ~5 ms here;
+ * the bound matters only when it does not settle, and freezing on bytes in flight costs the client a
+ * retransmission timeout (>= 200 ms) or two, so it is generous: at least 100 ms, or 4 RTTs on slow links.
+ */
+const MIN_QUIESCE_MS = 100;
+const MAX_QUIESCE_MS = 500;
 
 export async function sourcePod(ctx: NodeContext, pod: string): Promise<PodRecord> {
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, pod);
@@ -43,7 +45,7 @@ export async function armHold(ctx: NodeContext, req: MigStep): Promise<ArmReply>
   await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
   const armedAtMs = ctx.clock.nowMs();
   const rtts = (await inventory(rec.netns)).map((s) => s.rttMs ?? 0);
-  const quiesceMs = Math.min(MAX_ARM_WAIT_MS, Math.max(MIN_ARM_WAIT_MS, Math.ceil(2 * Math.max(0, ...rtts))));
+  const quiesceMs = Math.min(MAX_QUIESCE_MS, Math.max(MIN_QUIESCE_MS, Math.ceil(4 * Math.max(0, ...rtts))));
   armed.set(req.id, quiesceMs);
   return { armedAtMs, waitedMs: ctx.clock.nowMs() - armedAtMs };
 }
@@ -57,7 +59,7 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   armed.delete(req.id);
   return checkpoint(ctx, {
     pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(req.id, 'source'), target: req.target,
-    ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? QUIESCE_TIMEOUT_MS } : {}),
+    ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
   });
 }
 
