@@ -7,6 +7,7 @@ help:
 	@echo "make demo   - set up this machine, bring up a 3-node local cluster and run the demo"
 	@echo "make test   - set up this machine, type check, lint and run all tests"
 	@echo "make deps   - only install and build what is missing"
+	@echo "make bench  - freeze window and client stall over 10 migrations; traffic-hold variants"
 
 deps:
 	@bash scripts/deps.sh
@@ -28,7 +29,11 @@ test: build lint
 demo: build
 	@node dist/cli/podmotion.js demo
 
+bench: build
+	@bash bench/migrate/run.sh 10
+	@node dist/bench/hold/run.js
+
 clean:
 	rm -rf dist
 
-.PHONY: help deps build typecheck lint test demo clean
+.PHONY: help deps build typecheck lint test demo bench clean

@@ -17,6 +17,8 @@ import { printJson, printTable } from './output.js';
 import { PYTHON, WORKLOADS, startLoad, type LoadClient } from './load.js';
 import { outcomeOf, printCondition, runMigration } from './migrate-commands.js';
 import path from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { release } from 'node:os';
 
 const DEMO_CLUSTER = 'demo';
 const POD = 'counter';
@@ -54,7 +56,7 @@ export function summarize(ms: DemoMigration[]) {
 }
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const p = parse(argv, { migrations: { type: 'string' } });
+  const p = parse(argv, { migrations: { type: 'string' }, out: { type: 'string' } });
   const json = p.values['json'] === true;
   const cluster = (p.values['cluster'] as string | undefined) ?? DEMO_CLUSTER;
   const count = intOption(p, 'migrations', 3, 1, 300);
@@ -113,6 +115,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const left = await clusterNamespaces(cluster);
   if (left.length > 0) failure ??= `namespaces left behind: ${left.join(', ')}`;
   const summary = { ...summarize(migrations), clientRequests: finalClient?.requests ?? null, ok: failure === undefined, ...(failure ? { failure } : {}) };
+  const out = p.values['out'] as string | undefined;
+  if (out) {
+    await mkdir(path.dirname(out), { recursive: true });
+    await writeFile(out, JSON.stringify({ date: new Date().toISOString(), kernel: release(), migrations, summary }, null, 2) + '\n');
+  }
   if (json) {
     printJson({ migrations, summary });
   } else {
