@@ -97,3 +97,23 @@ test.serial('kubectl-podmotion offers the same verbs', async (t) => {
   const st = spawnSync(process.execPath, [exe, 'status', id, '--cluster', CLUSTER], { encoding: 'utf8' });
   t.regex(st.stdout, /^Phase: Complete/);
 });
+
+test.serial('the coordinator is discoverable as a NATS micro service with its five endpoints', async (t) => {
+  const { connectBus } = await import('../../bus/connection.js');
+  const { adminBus } = await import('../../node-runtime/local-cluster.js');
+  const { readClusterRecord } = await import('../../node-runtime/records.js');
+  const nc = await connectBus(adminBus((await readClusterRecord(CLUSTER))!), 'itmig-srv');
+  try {
+    const info = JSON.parse(new TextDecoder().decode((await nc.request('$SRV.INFO.podmotion', new Uint8Array(), { timeout: 3000 })).data));
+    t.is(info.type, 'io.nats.micro.v1.info_response');
+    t.is(info.name, 'podmotion');
+    t.deepEqual(info.endpoints.map((e: { subject: string }) => e.subject).sort(),
+      ['podmotion.v1.api.cancel', 'podmotion.v1.api.list', 'podmotion.v1.api.migrate', 'podmotion.v1.api.status', 'podmotion.v1.api.watch']);
+    const stats = JSON.parse(new TextDecoder().decode((await nc.request('$SRV.STATS.podmotion', new Uint8Array(), { timeout: 3000 })).data));
+    const migrate = stats.endpoints.find((e: { name: string }) => e.name === 'migrate');
+    t.true(migrate.num_requests >= 3, 'the migrations of earlier tests were counted');
+    t.true(migrate.num_errors >= 1, 'and the refused ones');
+  } finally {
+    await nc.close();
+  }
+});
