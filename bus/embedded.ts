@@ -66,9 +66,16 @@ export async function startEmbedded(identities: readonly Identity[], opts: { det
     child.once('error', (e) => reject(new PreconditionError(`cannot start ${bin}: ${e.message} (run: make deps)`))),
   );
   if (opts.detached) child.unref();
-  const url = await Promise.race([waitForPortsFile(storeDir, logFile), spawnError]);
-  if (child.pid === undefined) throw new PreconditionError(`cannot start ${bin}`);
-  return { url, pid: child.pid, storeDir, logFile };
+  try {
+    const url = await Promise.race([waitForPortsFile(storeDir, logFile), spawnError]);
+    if (child.pid === undefined) throw new PreconditionError(`cannot start ${bin}`);
+    return { url, pid: child.pid, storeDir, logFile };
+  } catch (e) {
+    // Nothing has recorded this server yet: stop it and remove its store here, or nobody will.
+    child.kill('SIGKILL');
+    await removeStore(storeDir);
+    throw e;
+  }
 }
 
 async function waitForPortsFile(storeDir: string, logFile: string): Promise<string> {

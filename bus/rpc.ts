@@ -11,6 +11,8 @@ import { WireErrorSchema } from './messages.js';
 
 /** Default bound on a request: node operations that take longer report progress separately. */
 export const REQUEST_TIMEOUT_MS = 10_000;
+/** Requests queued behind maxInFlight at most; beyond that a responder answers busy rather than queue forever. */
+const MAX_WAITING = 1_000;
 
 const wireErrorCodec: Codec<WireError> = createCodec(WireErrorSchema, 'error reply');
 
@@ -85,7 +87,13 @@ export function serve<Req, Res>(
     },
   });
   async function handleOne(msg: Msg): Promise<void> {
-    if (inFlight >= maxInFlight) await new Promise<void>((r) => waiting.push(r));
+    if (inFlight >= maxInFlight) {
+      if (waiting.length >= MAX_WAITING) {
+        if (msg.reply) replyError(msg, new TimeoutError(`${msg.subject}: too many requests waiting, try again`));
+        return;
+      }
+      await new Promise<void>((r) => waiting.push(r));
+    }
     inFlight++;
     try {
       let req: Req;

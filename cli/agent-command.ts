@@ -8,13 +8,13 @@ import { measureCapabilities } from '../node-runtime/capabilities.js';
 import { requireCluster } from '../node-runtime/local-cluster.js';
 import { registerMigrationActors } from '../actors/node/index.js';
 import { bpfHold } from '../actors/node/bpf-hold.js';
-import { parse } from './args.js';
+import { clusterName, parse } from './args.js';
 import { UsageError } from './output.js';
 
 export async function agentCommand(argv: string[]): Promise<void> {
   const p = parse(argv, { node: { type: 'string' } });
   const nodeName = p.values['node'] as string | undefined;
-  const cluster = p.values['cluster'] as string | undefined;
+  const cluster = p.values['cluster'] === undefined ? undefined : clusterName(p);
   if (!nodeName || !cluster) throw new UsageError('agent needs --cluster C --node N');
   const rec = await requireCluster(cluster);
   const node = rec.plan.nodes.find((n) => n.name === nodeName);

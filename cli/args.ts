@@ -1,7 +1,7 @@
 /** Argument parsing on node:util parseArgs, with the options every command shares. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from './output.js';
-import { DEFAULT_CLUSTER } from '../node-runtime/constants.js';
+import { CLUSTER_NAME_PATTERN, DEFAULT_CLUSTER, NAME_PATTERN } from '../node-runtime/constants.js';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -34,8 +34,17 @@ export function parse(argv: string[], options: Options): Parsed {
   }
 }
 
+/** The cluster a command addresses: --cluster, then PODMOTION_CLUSTER, then the default; always a valid name. */
 export function clusterName(p: Parsed): string {
-  return (p.values['cluster'] as string | undefined) ?? process.env['PODMOTION_CLUSTER'] ?? DEFAULT_CLUSTER;
+  const name = (p.values['cluster'] as string | undefined) ?? process.env['PODMOTION_CLUSTER'] ?? DEFAULT_CLUSTER;
+  if (!CLUSTER_NAME_PATTERN.test(name)) throw new UsageError(`cluster name "${name}" must be 1-12 lowercase letters or digits, starting with a letter`);
+  return name;
+}
+
+/** A pod or node name from the command line, checked before it goes anywhere. */
+export function checkName(kind: 'pod' | 'node', name: string): string {
+  if (!NAME_PATTERN.test(name)) throw new UsageError(`${kind} name "${name}" must be lowercase letters, digits and '-' (at most 40)`);
+  return name;
 }
 
 /** A whole number option within bounds, or a usage error naming the flag. */

@@ -6,12 +6,12 @@ import { systemClock } from '../common/clock.js';
 import { startCoordinator } from '../actors/coordinator/index.js';
 import { routeMember } from '../actors/node/relay.js';
 import { requireCluster } from '../node-runtime/local-cluster.js';
-import { parse } from './args.js';
+import { clusterName, parse } from './args.js';
 import { UsageError } from './output.js';
 
 export async function coordinatorCommand(argv: string[]): Promise<void> {
   const p = parse(argv, {});
-  const cluster = p.values['cluster'] as string | undefined;
+  const cluster = p.values['cluster'] === undefined ? undefined : clusterName(p);
   if (!cluster) throw new UsageError('coordinator needs --cluster C');
   const rec = await requireCluster(cluster);
   const bus = busFromEnv();

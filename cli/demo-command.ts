@@ -12,7 +12,7 @@ import { Subjects } from '../bus/subjects.js';
 import { codecs } from '../node-runtime/agent.js';
 import type { MigrationStatus } from '../machines/index.js';
 import { registrations } from './context.js';
-import { intOption, parse } from './args.js';
+import { clusterName, intOption, parse } from './args.js';
 import { printJson, printTable } from './output.js';
 import { PYTHON, WORKLOADS, startLoad, type LoadClient } from './load.js';
 import { outcomeOf, printCondition, runMigration } from './migrate-commands.js';
@@ -58,7 +58,7 @@ export function summarize(ms: DemoMigration[]) {
 export async function demoCommand(argv: string[]): Promise<number> {
   const p = parse(argv, { migrations: { type: 'string' }, out: { type: 'string' } });
   const json = p.values['json'] === true;
-  const cluster = (p.values['cluster'] as string | undefined) ?? DEMO_CLUSTER;
+  const cluster = p.values['cluster'] === undefined ? DEMO_CLUSTER : clusterName(p);
   const count = intOption(p, 'migrations', 3, 1, 300);
   const say = (s: string) => { if (!json) process.stdout.write(s + '\n'); };
   const migrations: DemoMigration[] = [];

@@ -34,12 +34,24 @@ export async function startLoad(netns: string, ip: string, port: number, connect
     path.join(WORKLOADS, 'load_client.py'), ip, String(port), String(connections), String(intervalMs)], { stdio: ['pipe', 'pipe', 'pipe'] });
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   let stderr = '';
+  let failed: Error | undefined;
   child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  // A client that died must surface as a rejected mark(), never as an uncaught EPIPE.
+  child.on('error', (e) => (failed ??= e));
+  child.stdin.on('error', (e) => (failed ??= e));
   const next = async (): Promise<Record<string, unknown>> => {
-    const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new NodeOperationError(`load client did not answer: ${stderr.trim()}`)), MARK_TIMEOUT_MS));
-    const r = await Promise.race([lines.next(), timer]);
-    if (r.done) throw new NodeOperationError(`load client exited: ${stderr.trim().split('\n').slice(-2).join(' | ')}`);
-    return JSON.parse(r.value) as Record<string, unknown>;
+    if (failed) throw new NodeOperationError(`load client failed: ${failed.message}`);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new NodeOperationError(`load client did not answer: ${stderr.trim()}`)), MARK_TIMEOUT_MS);
+    });
+    try {
+      const r = await Promise.race([lines.next(), timeout]);
+      if (r.done) throw new NodeOperationError(`load client exited: ${stderr.trim().split('\n').slice(-2).join(' | ')}`);
+      return JSON.parse(r.value) as Record<string, unknown>;
+    } finally {
+      clearTimeout(timer);
+    }
   };
   const ready = await next();
   const opened = (ready['connections'] as Array<string | null>).filter(Boolean).length;

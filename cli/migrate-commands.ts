@@ -5,7 +5,7 @@ import { Subjects } from '../bus/subjects.js';
 import { apiCodecs as c } from '../actors/coordinator/codecs.js';
 import type { MigrateRequest } from '../bus/api.js';
 import { PHASES, STRATEGIES, phaseLabel, type MigrationStatus, type Phase, type Strategy } from '../machines/index.js';
-import { intOption, parse, requirePositional } from './args.js';
+import { checkName, intOption, parse, requirePositional } from './args.js';
 import { withCluster } from './context.js';
 import { printJson, printTable, UsageError } from './output.js';
 import { followMigration } from './watch.js';
@@ -73,7 +73,8 @@ async function migrateCmd(argv: string[]): Promise<number> {
     'bandwidth-mbps': { type: 'string' }, 'fail-at': { type: 'string' }, 'pause-at': { type: 'string' },
   });
   const json = p.values['json'] === true;
-  const pod = requirePositional(p, 0, 'pod name (podmotion migrate POD [--to-node NODE])');
+  const pod = checkName('pod', requirePositional(p, 0, 'pod name (podmotion migrate POD [--to-node NODE])'));
+  if (p.values['to-node'] !== undefined) checkName('node', p.values['to-node'] as string);
   const strategy = p.values['strategy'] as string | undefined;
   if (strategy !== undefined && !STRATEGIES.includes(strategy as Strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')} (got ${strategy})`);
   const failAt = p.values['fail-at'] as string | undefined;
@@ -91,6 +92,12 @@ async function migrateCmd(argv: string[]): Promise<number> {
     ...(pauseAt ? { pauseAt: pauseAt as Phase } : {}),
   };
   return withCluster(p, async (ctx) => {
+    // Scripts asking for JSON without --wait get the accepted migration at once and follow it with status.
+    if (json && p.values['wait'] !== true) {
+      const started = (await request(ctx.nc, Subjects.api('migrate'), c.migrate, c.statusReply, req, { timeoutMs: 15_000 })).status as MigrationStatus;
+      printJson({ ...started, outcome: outcomeOf(started) });
+      return 0;
+    }
     const final = await runMigration(ctx.nc, req, timeoutS * 1000, (started) => {
       const spec = started.spec;
       if (!json) process.stdout.write(`migration ${spec.id}: ${spec.pod} ${spec.sourceNode} → ${spec.destinationNode} (${spec.strategy}${spec.dryRun ? ', dry run' : ''})\n`);

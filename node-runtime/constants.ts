@@ -48,7 +48,9 @@ export const POD_GATEWAY_MAC = 'ee:ee:ee:ee:ee:ee';
 export const POD_HOST_MIN = 10;
 export const POD_HOST_MAX = 250;
 
+/** A cluster's state directory; refuses any name that is not a plain cluster name (it is removed with rm -rf). */
 export function clusterDir(cluster: string): string {
+  if (!CLUSTER_NAME_PATTERN.test(cluster)) throw new Error(`refusing cluster name ${JSON.stringify(cluster)}`);
   return path.join(STATE_ROOT, 'clusters', cluster);
 }
 export function clusterFile(cluster: string): string {

@@ -97,6 +97,7 @@ async function startInit(netns: string, spec: RunPodSpec, logFile: string): Prom
         '/bin/sh', '-c', 'hostname "$0" && exec setsid "$@"', spec.name, ...spec.command],
       { detached: true, stdio: ['ignore', log.fd, log.fd] },
     );
+    child.on('error', () => {});
     child.unref();
     const holderPid = child.pid;
     if (holderPid === undefined) throw new NodeOperationError(`cannot start pod ${spec.name}: spawn failed`);
@@ -111,6 +112,11 @@ async function startInit(netns: string, spec: RunPodSpec, logFile: string): Prom
       if (!holder) break;
       await new Promise((r) => setTimeout(r, 10));
     }
+    // Whatever did start must not outlive the failure: the holder and anything it forked.
+    for (const kid of await childrenOf(holderPid)) {
+      try { process.kill(kid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    try { process.kill(holderPid, 'SIGKILL'); } catch { /* gone */ }
     const tail = await readTail(logFile, 5);
     throw new NodeOperationError(`pod ${spec.name} did not start: ${tail.join(' | ') || 'no output'}`);
   } finally {

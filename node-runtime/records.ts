@@ -3,7 +3,7 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promise
 import path from 'node:path';
 import type { ClusterPlan } from './plan.js';
 import type { ProcessRef } from './procs.js';
-import { STATE_ROOT, clusterDir, clusterFile, podRecordFile, podsDir } from './constants.js';
+import { CLUSTER_NAME_PATTERN, STATE_ROOT, clusterDir, clusterFile, podRecordFile, podsDir } from './constants.js';
 
 /** What `cluster up` recorded: the plan, the processes it started and where the bus is. */
 export interface ClusterRecord {
@@ -64,7 +64,7 @@ export function writeClusterRecord(rec: ClusterRecord): Promise<void> {
 /** Names of every cluster with a record on disk. */
 export async function listClusters(): Promise<string[]> {
   try {
-    return (await readdir(path.join(STATE_ROOT, 'clusters'))).sort();
+    return (await readdir(path.join(STATE_ROOT, 'clusters'))).filter((n) => CLUSTER_NAME_PATTERN.test(n)).sort();
   } catch {
     return [];
   }

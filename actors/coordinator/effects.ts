@@ -155,8 +155,10 @@ export function createEffects(deps: EffectDeps) {
     }),
 
     cutover: effect(async (s) => {
-      await ask(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'Cutover');
+      // The destination takes the pod first (its record loses `incoming`): if removing the source copy then
+      // fails, the pod is still served and listed, and only a frozen, silent copy is left to remove.
       await ask(s.spec.destinationNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'destination' }, s, 'Cutover');
+      await ask(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'Cutover');
       deps.secrets.delete(s.spec.id);
       return { node: s.spec.destinationNode };
     }),

@@ -65,6 +65,8 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const latest = new Map<string, MigrationStatus>();
   const failAt = new Map<string, Phase>();
   const pauseAt = new Map<string, Phase>();
+  /** Pods with a migration being planned: reserved before the first await, so two requests cannot both pass. */
+  const planning = new Set<string>();
   const newId = cfg.newId ?? ((pod: string) => `${pod}-${randomBytes(4).toString('hex')}`.slice(0, 63));
   const effects = createEffects({
     nc, secrets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: () => readRegistrations(nc),
@@ -179,22 +181,33 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   }
 
   // Resume what a previous coordinator left unfinished: before Cutover that means roll back.
-  for (const rec of await store.all()) {
+  for (const rec of await store.all((key, err) => log.error({ key, err: (err as Error).message }, 'unreadable migration record skipped'))) {
     latest.set(rec.status.spec.id, rec.status);
     if (isTerminal(rec.status.phase)) continue;
     log.warn({ migration: rec.status.spec.id, phase: rec.status.phase }, 'resuming after coordinator restart');
-    const actor = createActor(machine, {
-      snapshot: snapshotForRestart(rec.snapshot as never), input: { spec: rec.status.spec, nowMs: cfg.clock.nowMs() },
-      clock: migrationClock(cfg.clock),
-    });
-    host(actor as unknown as MigrationActor, rec.status.spec.id);
-    actor.send({ type: 'RESUME_AFTER_RESTART' });
+    try {
+      const actor = createActor(machine, {
+        snapshot: snapshotForRestart(rec.snapshot as never), input: { spec: rec.status.spec, nowMs: cfg.clock.nowMs() },
+        clock: migrationClock(cfg.clock),
+      });
+      host(actor as unknown as MigrationActor, rec.status.spec.id);
+      actor.send({ type: 'RESUME_AFTER_RESTART' });
+    } catch (e) {
+      log.error({ migration: rec.status.spec.id, err: (e as Error).message }, 'could not resume migration');
+    }
   }
 
   const service: Service = createService(nc, { name: SERVICE_NAME, version: SERVICE_VERSION, description: 'PodMotion live pod migration' },
     (subject, err) => log.warn({ subject, err: (err as Error).message }, 'request failed'))
     .endpoint('migrate', Subjects.api('migrate'), c.migrate, c.statusReply, async (req) => {
-      const spec = await planSpec(req);
+      if (planning.has(req.pod)) throw new ConflictError(`pod ${req.pod} is already migrating (a migration is being planned)`);
+      planning.add(req.pod);
+      let spec: MigrationSpec;
+      try {
+        spec = await planSpec(req);
+      } finally {
+        planning.delete(req.pod);
+      }
       if (req.failAt) failAt.set(spec.id, req.failAt);
       if (req.pauseAt) pauseAt.set(spec.id, req.pauseAt);
       const status = initialStatus(spec, cfg.clock.nowMs());

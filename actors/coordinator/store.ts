@@ -28,13 +28,17 @@ export class MigrationStore {
     return { status: rec.status as MigrationStatus, snapshot: JSON.parse(rec.snapshotJson) as unknown };
   }
 
-  /** Every stored migration (bounded by the bucket's size; records are small). */
-  async all(): Promise<StoredMigration[]> {
+  /** Every stored migration; a record that no longer decodes is reported and skipped, never fatal. */
+  async all(onBad?: (key: string, err: unknown) => void): Promise<StoredMigration[]> {
     const out: StoredMigration[] = [];
     const keys = await this.kv.keys();
     for await (const k of keys) {
-      const rec = await this.get(k);
-      if (rec) out.push(rec);
+      try {
+        const rec = await this.get(k);
+        if (rec) out.push(rec);
+      } catch (e) {
+        onBad?.(k, e);
+      }
     }
     return out;
   }

@@ -30,7 +30,7 @@ async function activeMigration(): Promise<string> {
 }
 
 test.serial('cancel during a migration rolls back and keeps every connection', async (t) => {
-  const running = cli(['migrate', 'counter', '--to-node', 'node-2', '--strategy', 'Cold', '--pause-at', 'OverlayHandoff', '--json', '--cluster', CLUSTER], 180_000);
+  const running = cli(['migrate', 'counter', '--to-node', 'node-2', '--strategy', 'Cold', '--pause-at', 'OverlayHandoff', '--wait', '--json', '--cluster', CLUSTER], 180_000);
   const id = await activeMigration();
   await new Promise((r) => setTimeout(r, 1500));
   const c = await cli(['cancel', id, '--cluster', CLUSTER]);
@@ -52,7 +52,7 @@ test.serial('cancel during a migration rolls back and keeps every connection', a
 });
 
 test.serial('a coordinator killed mid-migration and restarted rolls back from persisted state', async (t) => {
-  const running = cli(['migrate', 'counter', '--to-node', 'node-3', '--strategy', 'Cold', '--pause-at', 'FinalFreeze', '--json', '--cluster', CLUSTER], 180_000);
+  const running = cli(['migrate', 'counter', '--to-node', 'node-3', '--strategy', 'Cold', '--pause-at', 'FinalFreeze', '--wait', '--json', '--cluster', CLUSTER], 180_000);
   const id = await activeMigration();
   const rec = (await readClusterRecord(CLUSTER))!;
   // Wait until FinalFreeze runs; its effect (a dump well under a second) then pauses 5 s in the test hook,
@@ -80,7 +80,7 @@ test.serial('a coordinator killed mid-migration and restarted rolls back from pe
   t.is(client.alive, 8);
   t.false((await snapshot(CLUSTER)).netns.includes(`pm-${CLUSTER}-node-3-pod-counter`));
   // And the pod can still move afterwards.
-  const next = await cliJson(['migrate', 'counter', '--to-node', 'node-2', '--strategy', 'Cold', '--cluster', CLUSTER], 180_000);
+  const next = await cliJson(['migrate', 'counter', '--to-node', 'node-2', '--strategy', 'Cold', '--wait', '--cluster', CLUSTER], 180_000);
   t.is(next.phase, 'Complete');
   t.deepEqual((await bed!.load.mark()).errors, []);
 });

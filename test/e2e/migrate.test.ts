@@ -17,7 +17,7 @@ test.after.always(async () => {
 });
 
 test.serial('a migration under load keeps every connection: no error, no RST, seq_delta = 0, every reply in order', async (t) => {
-  const r = await cli(['migrate', 'counter', '--to-node', 'node-2', '--strategy', 'Cold', '--json', '--cluster', CLUSTER], 180_000);
+  const r = await cli(['migrate', 'counter', '--to-node', 'node-2', '--strategy', 'Cold', '--wait', '--json', '--cluster', CLUSTER], 180_000);
   t.is(r.code, 0, r.stderr);
   const s = JSON.parse(r.stdout);
   t.is(s.phase, 'Complete');
@@ -115,5 +115,36 @@ test.serial('the coordinator is discoverable as a NATS micro service with its fi
     t.true(migrate.num_errors >= 1, 'and the refused ones');
   } finally {
     await nc.close();
+  }
+});
+
+test.serial('migrate --json without --wait answers at once with the accepted migration', async (t) => {
+  const from = await podNode(CLUSTER);
+  const to = from === 'node-1' ? 'node-2' : 'node-1';
+  const r = await cli(['migrate', 'counter', '--to-node', to, '--strategy', 'Cold', '--json', '--cluster', CLUSTER]);
+  t.is(r.code, 0, r.stderr);
+  const s = JSON.parse(r.stdout);
+  t.is(s.phase, 'Pending');
+  t.regex(s.spec.id, /^counter-[0-9a-f]+$/);
+  for (let i = 0; i < 200; i++) {
+    const st = await cliJson(['status', s.spec.id, '--cluster', CLUSTER]);
+    if (st.phase === 'Complete') break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  t.is(await podNode(CLUSTER), to);
+  t.deepEqual((await bed!.load.mark()).errors, []);
+});
+
+test.serial('names and cluster names are checked before anything runs', async (t) => {
+  const cases: Array<[string[], RegExp]> = [
+    [['migrate', 'Bad_Pod', '--cluster', CLUSTER], /^podmotion: pod name "Bad_Pod" must be lowercase letters/],
+    [['migrate', 'counter', '--to-node', 'NODE/2', '--cluster', CLUSTER], /^podmotion: node name "NODE\/2" must be/],
+    [['cluster', 'down', '--cluster', '../../..'], /^podmotion: cluster name "..\/..\/.." must be 1-12 lowercase letters/],
+    [['status', 'x', '--cluster', ''], /^podmotion: cluster name "" must be/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await cli(args);
+    t.is(r.code, 2, args.join(' '));
+    t.regex(r.stderr, re);
   }
 });

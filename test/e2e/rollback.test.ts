@@ -25,7 +25,7 @@ for (const phase of PHASES) {
   test.serial(`a failure after ${phase} rolls back with every connection intact`, async (t) => {
     const from = (await podNode(CLUSTER))!;
     const to = from === 'node-2' ? 'node-3' : 'node-2';
-    const r = await cli(['migrate', 'counter', '--to-node', to, '--strategy', 'Cold', '--fail-at', phase, '--json', '--cluster', CLUSTER], 180_000);
+    const r = await cli(['migrate', 'counter', '--to-node', to, '--strategy', 'Cold', '--fail-at', phase, '--wait', '--json', '--cluster', CLUSTER], 180_000);
     t.is(r.code, 1, r.stderr);
     const s = JSON.parse(r.stdout);
     t.is(s.phase, 'RolledBack', JSON.stringify(s.error));
