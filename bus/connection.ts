@@ -8,6 +8,8 @@ export interface BusAddress {
   url: string;
   /** NKey seed file of this component's identity; absent only for servers without auth. */
   seedFile?: string;
+  /** Inbox prefix a restricted identity is allowed to subscribe to (see bus/identity.ts). */
+  inboxPrefix?: string;
 }
 
 /** A connection attempt to a local or cluster server; longer means the server is not there. */
@@ -24,6 +26,7 @@ export async function connectBus(addr: BusAddress, name: string): Promise<NatsCo
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     ...(seed ? { authenticator: nkeyAuthenticator(seed) } : {}),
+    ...(addr.inboxPrefix ? { inboxPrefix: addr.inboxPrefix } : {}),
   });
 }
 
@@ -32,5 +35,6 @@ export function busFromEnv(env: NodeJS.ProcessEnv = process.env): BusAddress | u
   const url = env['NATS_URL'];
   if (!url) return undefined;
   const seedFile = env['PODMOTION_NKEY'];
-  return seedFile ? { url, seedFile } : { url };
+  const inboxPrefix = env['PODMOTION_INBOX_PREFIX'];
+  return { url, ...(seedFile ? { seedFile } : {}), ...(inboxPrefix ? { inboxPrefix } : {}) };
 }

@@ -25,7 +25,8 @@ function quote(s: string): string {
 
 function permissionsBlock(p: Permissions): string {
   const list = (xs: string[]) => `[${xs.map(quote).join(', ')}]`;
-  return `permissions: { publish: { allow: ${list(p.publish)} }, subscribe: { allow: ${list(p.subscribe)} } }`;
+  const responses = p.allowResponses ? ', allow_responses: true' : '';
+  return `permissions: { publish: { allow: ${list(p.publish)} }, subscribe: { allow: ${list(p.subscribe)} }${responses} }`;
 }
 
 /** The server config: loopback, random port, JetStream with bounded storage, NKey users only. */

@@ -9,6 +9,13 @@ import { createUser, fromSeed } from '@nats-io/nkeys';
 export interface Permissions {
   publish: string[];
   subscribe: string[];
+  /** May reply to requests it received (without a publish grant on others' inboxes). */
+  allowResponses?: boolean;
+}
+
+/** A restricted identity's own inbox prefix: it can read replies meant for it and no one else's. */
+export function inboxPrefixOf(identity: string): string {
+  return `_INBOX_${identity}`;
 }
 
 /** A named identity; `permissions` undefined means unrestricted (the operator/admin identity). */

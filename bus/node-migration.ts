@@ -6,7 +6,12 @@ import { arr, bool, bytes, literal, num, obj, optional, str, type Infer } from '
 
 const name = () => str({ minLength: 1, maxLength: 63, pattern: /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/ });
 const id = () => str({ minLength: 1, maxLength: 128, pattern: /^[a-z0-9][a-z0-9-]*$/ });
-const addr = () => str({ maxLength: 64 });
+/** A dotted-quad IPv4 address: these strings reach `ip` and the probe, so nothing else may pass. */
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const ipv4 = () => str({ maxLength: 15, pattern: IPV4 });
+/** IPv4 address and port, as sockets are listed. */
+const endpoint = () => str({ maxLength: 21, pattern: /^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/ });
+const mac = () => str({ maxLength: 17, pattern: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/ });
 
 /** Node verbs of the migration actors (joined to `podmotion.v1.node.<node>.`). */
 export const MIG_VERBS = [
@@ -19,21 +24,21 @@ export const MigStep = obj({ id: id(), pod: name() });
 export type MigStep = Infer<typeof MigStep>;
 
 /** One TCP connection of a pod, as sock_diag reports it. */
-export const SocketInfo = obj({ local: addr(), remote: addr(), state: str({ maxLength: 16 }), rttMs: optional(num()) });
+export const SocketInfo = obj({ local: endpoint(), remote: endpoint(), state: str({ maxLength: 16 }), rttMs: optional(num()) });
 export type SocketInfo = Infer<typeof SocketInfo>;
 export const InventoryReply = obj({
-  ip: addr(), mac: str({ maxLength: 17 }), port: optional(num({ int: true })), initPid: num({ int: true }),
+  ip: ipv4(), mac: mac(), port: optional(num({ int: true })), initPid: num({ int: true }),
   sockets: arr(SocketInfo, { maxItems: 65_536 }),
 });
 export type InventoryReply = Infer<typeof InventoryReply>;
 
 /** A TCP connection's sequence state, read from the socket in repair mode (or the checkpoint). */
-export const SocketSeq = obj({ local: addr(), remote: addr(), sndSeq: num({ int: true }), rcvSeq: num({ int: true }) });
+export const SocketSeq = obj({ local: endpoint(), remote: endpoint(), sndSeq: num({ int: true }), rcvSeq: num({ int: true }) });
 export type SocketSeq = Infer<typeof SocketSeq>;
 
-export const PrepareRequest = obj({ id: id(), pod: name(), ip: addr(), mac: str({ maxLength: 17 }), sourceNode: name() });
+export const PrepareRequest = obj({ id: id(), pod: name(), ip: ipv4(), mac: mac(), sourceNode: name() });
 export type PrepareRequest = Infer<typeof PrepareRequest>;
-export const PrepareReply = obj({ host: addr(), port: num({ int: true }), key: bytes({ maxBytes: 64 }) });
+export const PrepareReply = obj({ host: ipv4(), port: num({ int: true }), key: bytes({ maxBytes: 64 }) });
 export type PrepareReply = Infer<typeof PrepareReply>;
 
 export const ArmReply = obj({ armedAtMs: num(), waitedMs: num() });
@@ -71,7 +76,7 @@ export const HoldStatsReply = obj({
 });
 export type HoldStatsReply = Infer<typeof HoldStatsReply>;
 
-export const ProbeRequest = obj({ id: id(), pod: name(), ip: addr(), port: num({ int: true, min: 1, max: 65535 }) });
+export const ProbeRequest = obj({ id: id(), pod: name(), ip: ipv4(), port: num({ int: true, min: 1, max: 65535 }) });
 export type ProbeRequest = Infer<typeof ProbeRequest>;
 export const ProbeReply = obj({ ok: bool(), ms: num() });
 export type ProbeReply = Infer<typeof ProbeReply>;
@@ -82,5 +87,5 @@ export const Done = obj({ done: bool(), note: optional(str({ maxLength: 1024 }))
 export type Done = Infer<typeof Done>;
 
 /** Where a pod IP is served from now on: every overlay member routes it to that node's VTEP. */
-export const RouteRequest = obj({ id: id(), pod: name(), podIp: addr(), node: name(), vtepIp: addr() });
+export const RouteRequest = obj({ id: id(), pod: name(), podIp: ipv4(), node: name(), vtepIp: ipv4() });
 export type RouteRequest = Infer<typeof RouteRequest>;

@@ -11,7 +11,7 @@ import { Kvm } from '@nats-io/kv';
 import { connectBus, type BusAddress } from '../bus/connection.js';
 import { removeStore, startEmbedded } from '../bus/embedded.js';
 import { ConflictError, NodeOperationError, NotFoundError } from '../bus/errors.js';
-import { ensureIdentities, type IdentitySpec } from '../bus/identity.js';
+import { ensureIdentities, inboxPrefixOf, type IdentitySpec } from '../bus/identity.js';
 import { ensureBusResources } from '../bus/jetstream.js';
 import { Buckets, Subjects } from '../bus/subjects.js';
 import { NodeRegistration } from '../bus/messages.js';
@@ -38,9 +38,10 @@ export function identitySpecs(plan: ClusterPlan): IdentitySpec[] {
         Subjects.nodeEvents(n.name),
         `$KV.${Buckets.nodes}.${n.name}`,
         `$JS.API.STREAM.INFO.KV_${Buckets.nodes}`,
-        '_INBOX.>',
       ],
-      subscribe: [Subjects.nodeAll(n.name), '_INBOX.>'],
+      // Replies to the requests it serves, and its own inbox only: no agent can read another's replies.
+      subscribe: [Subjects.nodeAll(n.name), `${inboxPrefixOf(`agent-${n.name}`)}.>`],
+      allowResponses: true,
     },
   }));
   return [{ name: 'admin' }, ...agents];
@@ -67,7 +68,7 @@ export interface UpOptions {
 async function spawnDaemon(args: string[], logFile: string, bus: BusAddress): Promise<ProcessRef> {
   await mkdir(path.dirname(logFile), { recursive: true, mode: 0o700 });
   const log = await open(logFile, 'a', 0o600);
-  const env = { ...process.env, NATS_URL: bus.url, PODMOTION_NKEY: bus.seedFile ?? '' };
+  const env = { ...process.env, NATS_URL: bus.url, PODMOTION_NKEY: bus.seedFile ?? '', PODMOTION_INBOX_PREFIX: bus.inboxPrefix ?? '' };
   const child = spawn(process.execPath, [CLI_ENTRY, ...args], { detached: true, stdio: ['ignore', log.fd, log.fd], env });
   await log.close();
   child.unref();
@@ -153,7 +154,7 @@ export async function clusterUp(opts: UpOptions): Promise<ClusterRecord> {
     try {
       await ensureBusResources(nc);
       for (const n of plan.nodes) {
-        const bus = opts.bus ?? { url: rec.natsUrl, seedFile: seedFileFor(plan.cluster, `agent-${n.name}`) };
+        const bus = opts.bus ?? { url: rec.natsUrl, seedFile: seedFileFor(plan.cluster, `agent-${n.name}`), inboxPrefix: inboxPrefixOf(`agent-${n.name}`) };
         rec.agents[n.name] = await spawnAgent(rec, n.name, bus);
         await writeClusterRecord(rec);
       }

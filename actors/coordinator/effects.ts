@@ -58,15 +58,28 @@ export function createEffects(deps: EffectDeps) {
   const step = (s: MigrationStatus) => ({ id: s.spec.id, pod: s.spec.pod });
   const effect = (fn: (s: MigrationStatus) => Promise<Json>) => fn;
 
-  async function routeEverywhere(s: MigrationStatus, podIp: string, node: string, phase: WorkPhase | 'RollingBack'): Promise<number> {
+  /**
+   * Routes the pod IP to `node` on every overlay member. The `critical` nodes must succeed; a failure
+   * elsewhere (a node going away) is reported and does not block the migration or its rollback.
+   */
+  async function routeEverywhere(s: MigrationStatus, podIp: string, node: string, phase: WorkPhase | 'RollingBack', critical: readonly string[]): Promise<{ updated: number; failed: string[] }> {
     const regs = await deps.registrations();
     const target = regs.get(node);
     if (!target) throw new PreconditionError(`node ${node} is not registered; cannot route ${podIp} to it`);
     const vtepIp = vtepOf(target.podCidr);
-    await Promise.all([...regs.keys()].map((n) =>
+    const names = [...regs.keys()];
+    const results = await Promise.allSettled(names.map((n) =>
       ask(n, 'relay.route', c.route, c.done, { id: s.spec.id, pod: s.spec.pod, podIp, node, vtepIp }, s, phase)));
+    const failed: string[] = [];
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') {
+        const n = names[i]!;
+        if (critical.includes(n)) throw r.reason;
+        failed.push(`${n}: ${(r.reason as Error).message}`);
+      }
+    });
     await deps.routeExtraMembers(podIp, vtepIp);
-    return regs.size;
+    return { updated: names.length - failed.length, failed };
   }
 
   return {
@@ -117,8 +130,8 @@ export function createEffects(deps: EffectDeps) {
 
     handoffOverlay: effect(async (s) => {
       const inv = result<InventoryReply>(s, 'SocketInventory');
-      const members = await routeEverywhere(s, inv.ip, s.spec.destinationNode, 'OverlayHandoff');
-      return { podIp: inv.ip, node: s.spec.destinationNode, nodesUpdated: members };
+      const r = await routeEverywhere(s, inv.ip, s.spec.destinationNode, 'OverlayHandoff', [s.spec.sourceNode, s.spec.destinationNode]);
+      return { podIp: inv.ip, node: s.spec.destinationNode, nodesUpdated: r.updated, nodesFailed: r.failed };
     }),
 
     restore: effect(async (s) => {
@@ -166,14 +179,17 @@ export function createEffects(deps: EffectDeps) {
     rollback: effect(async (s) => {
       const steps: string[] = [];
       // Once restored, the destination has served: its state is the pod's state now, so it moves back.
+      // Only a restore can have made a destination copy that served; if one began and the destination does
+      // not answer, nobody can say whether resuming the source would make two copies: fail instead (I2).
       const restored = s.conditions.some((x) => x.type === 'Restore') &&
         (await ask(s.spec.destinationNode, 'mig.restored', c.step, c.done, step(s), s, 'RollingBack')).done;
+      const warnings: string[] = [];
       if (restored) {
         const target = await ask(s.spec.sourceNode, 'mig.reclaim.prepare', c.step, c.prepareReply, step(s), s, 'RollingBack');
         const froze = await ask(s.spec.destinationNode, 'mig.reclaim.freeze', c.reclaimFreeze, c.freezeReply, { ...step(s), target }, s, 'RollingBack');
         steps.push(`destination checkpointed (${froze.dumpMs} ms)`);
         const inv = s.results['SocketInventory'] as InventoryReply;
-        await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack');
+        await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack', [s.spec.sourceNode, s.spec.destinationNode]);
         steps.push('routes returned');
         const back = await ask(s.spec.sourceNode, 'mig.reclaim.restore', c.reclaimRestore, c.restoreReply,
           { ...step(s), destinationNode: s.spec.destinationNode, networkContinuity: s.spec.networkContinuity }, s, 'RollingBack');
@@ -183,18 +199,24 @@ export function createEffects(deps: EffectDeps) {
         deps.secrets.delete(s.spec.id);
         return { steps, reclaimed: true, sockets: back.sockets.length };
       }
-      // Destination first: never two serving copies, the source resumes only once the destination is gone.
-      await ask(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
-      steps.push('destination discarded');
+      // No copy ran on the destination: clean it up as far as it answers, but the source must resume
+      // whatever happens there (a dead destination agent must not leave the pod frozen).
+      try {
+        await ask(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
+        steps.push('destination discarded');
+      } catch (e) {
+        warnings.push(`destination ${s.spec.destinationNode} not cleaned up: ${(e as Error).message}`);
+      }
       const inv = s.results['SocketInventory'] as InventoryReply | undefined;
       if (inv && s.conditions.some((x) => x.type === 'OverlayHandoff')) {
-        await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack');
+        const r = await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack', [s.spec.sourceNode]);
+        warnings.push(...r.failed.map((f) => `route not returned on ${f}`));
         steps.push('routes returned');
       }
       await ask(s.spec.sourceNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack');
       steps.push('source resumed');
       deps.secrets.delete(s.spec.id);
-      return { steps };
+      return { steps, warnings };
     }),
   };
 }

@@ -48,6 +48,7 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   await m.receiver.done;
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
+  m.restoreStarted = true;
   const r = await restoreInto(ctx, { netns, pin, dir: imagesDir(req.id, 'destination'), networkContinuity: req.networkContinuity });
   const init = await refOf(r.pid);
   if (!init) throw new NodeOperationError(`restored pod ${req.pod} (pid ${r.pid}) exited at once`);
@@ -67,6 +68,15 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   return m.restored;
 }
 
+/** True when this node holds a copy of the pod restored for this migration, which may have served. */
+export async function hasRestoredCopy(ctx: NodeContext, m: NodeMigration, req: MigStep): Promise<boolean> {
+  const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
+  if (rec?.incoming === req.id) return true;
+  if (!m.restoreStarted) return false;
+  const ino = await netnsInode(podNetns(ctx.cluster, ctx.node.name, req.pod));
+  return ino !== undefined && (await pidsInNetns(new Set([ino]))).length > 0;
+}
+
 /** Confirms the hold no longer holds anything; the peers' windows were reopened right after the restore. */
 export async function disengage(ctx: NodeContext, m: NodeMigration, req: DisengageRequest): Promise<DisengageReply> {
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
@@ -84,7 +94,8 @@ export async function holdStats(ctx: NodeContext, req: MigStep): Promise<HoldSta
 export async function probe(ctx: NodeContext, req: ProbeRequest): Promise<ProbeReply> {
   const t0 = ctx.clock.nowMs();
   try {
-    await inNetns(ctx.node.netns, 'timeout', [String(PROBE_TIMEOUT_S), 'bash', '-c', `exec 3<>/dev/tcp/${req.ip}/${req.port}`], { timeoutMs: (PROBE_TIMEOUT_S + 2) * 1000 });
+    // Address and port are arguments, never part of the script text.
+    await inNetns(ctx.node.netns, 'timeout', [String(PROBE_TIMEOUT_S), 'bash', '-c', 'exec 3<>"/dev/tcp/$0/$1"', req.ip, String(req.port)], { timeoutMs: (PROBE_TIMEOUT_S + 2) * 1000 });
     return { ok: true, ms: ctx.clock.nowMs() - t0 };
   } catch {
     return { ok: false, ms: ctx.clock.nowMs() - t0 };

@@ -5,9 +5,8 @@ import { Subjects } from '../../bus/subjects.js';
 import { migCodecs as c } from '../coordinator/codecs.js';
 import type { NodeContext } from './context.js';
 import { armHold, cutoverSource, freezePod, inventoryPod, rollbackSource } from './source.js';
-import { cutoverDestination, disengage, holdStats, preparePod, probe, restorePod, rollbackDestination } from './destination.js';
+import { cutoverDestination, disengage, hasRestoredCopy, holdStats, preparePod, probe, restorePod, rollbackDestination } from './destination.js';
 import { route } from './relay.js';
-import { readPodRecord } from '../../node-runtime/records.js';
 import { reclaimFreeze, reclaimPrepare, reclaimRestore } from './reclaim.js';
 import { forgetMigration, migrationState, serialized } from './state.js';
 
@@ -45,11 +44,9 @@ export function registerMigrationActors(ctx: NodeContext): Subscription[] {
       log.info({ migration: r.id, pod: r.pod, role: r.role, note }, 'rolled back');
       return { done: true, note };
     }), { onError }),
-    serve(nc, at('mig.restored'), c.step, c.done, async (r) => {
-      // A restored copy has a record marked incoming for this migration: it has resumed and may have served.
-      const rec = await readPodRecord(ctx.cluster, node.name, r.pod);
-      return { done: rec?.incoming === r.id };
-    }, { onError }),
+    // Queued behind a running restore, so the answer reflects how it ended: a copy that was restored (its
+    // record says so, or processes run in its namespace after a restore began) may have served.
+    serve(nc, at('mig.restored'), c.step, c.done, (r) => step(r.id, r.pod, async () => ({ done: await hasRestoredCopy(ctx, migrationState(r.id, r.pod), r) })), { onError }),
     serve(nc, at('mig.reclaim.prepare'), c.step, c.prepareReply, (r) => step(r.id, r.pod, () => reclaimPrepare(ctx, migrationState(r.id, r.pod), r)), { onError }),
     serve(nc, at('mig.reclaim.freeze'), c.reclaimFreeze, c.freezeReply, (r) => step(r.id, r.pod, () => reclaimFreeze(ctx, r)), { onError }),
     serve(nc, at('mig.reclaim.restore'), c.reclaimRestore, c.restoreReply, (r) => step(r.id, r.pod, async () => {

@@ -17,6 +17,8 @@ export interface NodeMigration {
   reclaimReceiver?: Receiver;
   froze?: FreezeReply;
   restored?: RestoreReply;
+  /** A restore began here: from then on, processes in the pod's namespace are a copy that may have served. */
+  restoreStarted?: boolean;
   /** Host pid of the restored pod init on the destination. */
   restoredPid?: number;
   /** Serializes this migration's operations on this node: a rollback waits for a running dump. */

@@ -14,7 +14,7 @@ import { pack } from 'msgpackr';
 import { pino } from 'pino';
 import { connectBus } from '../../bus/connection.js';
 import { startEmbedded, stopEmbedded, type EmbeddedServer } from '../../bus/embedded.js';
-import { ensureIdentities, type Identity } from '../../bus/identity.js';
+import { ensureIdentities, inboxPrefixOf, type Identity } from '../../bus/identity.js';
 import { ensureBusResources } from '../../bus/jetstream.js';
 import { request, serve } from '../../bus/rpc.js';
 import { Buckets, Headers, Streams, Subjects } from '../../bus/subjects.js';
@@ -44,7 +44,7 @@ test.before(async (t) => {
   const seed = (name: string) => ids.find((i) => i.name === name)!.seedFile;
   const admin = await connectBus({ url: srv.url, seedFile: seed('admin') }, 'itbus-admin');
   await ensureBusResources(admin);
-  const agentNc = await connectBus({ url: srv.url, seedFile: seed('agent-node-1') }, 'itbus-agent');
+  const agentNc = await connectBus({ url: srv.url, seedFile: seed('agent-node-1'), inboxPrefix: inboxPrefixOf('agent-node-1') }, 'itbus-agent');
   const agent = await startAgent({
     cluster: 'itbus', node: plan.nodes[0]!, nc: agentNc, clock: systemClock, log: pino({ level: 'silent' }),
     capabilities: { kernel: 'test', criuOk: false, features: {} },
@@ -79,6 +79,25 @@ test('a node identity cannot address another node', async (t) => {
   t.is(own.node, 'node-1');
   const err = await t.throwsAsync(request(t.context.agentNc, Subjects.node('node-2', 'ping'), codecs.ping, codecs.pong, ping, { timeoutMs: 2000 }));
   t.regex(String(err?.message), /permission/i);
+});
+
+test('a node identity cannot read replies meant for others', async (t) => {
+  const seed = t.context.ids.find((i) => i.name === 'agent-node-2')!.seedFile;
+  // An agent connecting with the shared inbox prefix cannot even make a request: its replies are off limits.
+  const rogue = await connectBus({ url: t.context.srv.url, seedFile: seed }, 'itbus-rogue');
+  try {
+    const err = await t.throwsAsync(rogue.request(Subjects.node('node-2', 'ping'), new Uint8Array(), { timeout: 1500 }));
+    t.regex(String(err?.message), /permission|timeout/i);
+    // Subscribing to everyone's inbox is refused by the server: the subscription ends with a permission error.
+    const sniff = rogue.subscribe('_INBOX.>');
+    const ended = await Promise.race([
+      sniff.closed.then((e) => String(e ?? 'closed without error'), (e) => String(e)),
+      new Promise<string>((r) => setTimeout(() => r('still open'), 3000)),
+    ]);
+    t.regex(ended, /permission/i);
+  } finally {
+    await rogue.close().catch(() => {});
+  }
 });
 
 test('JetStream resources exist and creating them again is harmless', async (t) => {
