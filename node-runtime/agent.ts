@@ -73,6 +73,14 @@ export async function startAgent(cfg: AgentConfig): Promise<Agent> {
     node: node.name, cluster: cfg.cluster, agentPid: process.pid, startedAtMs, heartbeatAtMs: clock.nowMs(),
     podCidr: node.podCidr, capabilities: cfg.capabilities,
   });
+  // Pod starts run one at a time: names and addresses are allocated from the records, which a
+  // concurrent start would not see yet.
+  let runs: Promise<unknown> = Promise.resolve();
+  const serializeRuns = <T>(fn: () => Promise<T>): Promise<T> => {
+    const next = runs.then(fn, fn);
+    runs = next.catch(() => {});
+    return next;
+  };
   const onError = (subject: string, err: unknown) => log.warn({ subject, err: (err as Error).message }, 'request failed');
   const subs: Subscription[] = [
     serve(nc, Subjects.node(node.name, 'ping'), codecs.ping, codecs.pong, async () => ({
@@ -81,11 +89,11 @@ export async function startAgent(cfg: AgentConfig): Promise<Agent> {
     serve(nc, Subjects.node(node.name, 'info'), codecs.empty, codecs.info, async () => ({
       registration: registration(), pods: (await localPods(cfg)).length,
     }), { onError }),
-    serve(nc, Subjects.node(node.name, 'pod.run'), codecs.podRun, codecs.podInfo, async (req) => {
+    serve(nc, Subjects.node(node.name, 'pod.run'), codecs.podRun, codecs.podInfo, (req) => serializeRuns(async () => {
       const rec = await runPod(cfg.cluster, node, { name: req.name, command: req.command, ...(req.port !== undefined ? { port: req.port } : {}) });
       log.info({ pod: rec.name, ip: rec.ip, pid: rec.init.pid }, 'pod started');
       return podInfo(rec);
-    }, { onError }),
+    }), { onError }),
     serve(nc, Subjects.node(node.name, 'pod.delete'), codecs.podRef, codecs.podInfo, async (req) => {
       const rec = await ownPod(cfg, req.name);
       const info = await podInfo(rec);

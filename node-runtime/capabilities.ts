@@ -3,7 +3,7 @@ import { release } from 'node:os';
 import type { Capabilities } from '../bus/messages.js';
 import { run } from './exec.js';
 import { CRIU_FEATURES, criuBinary } from './constants.js';
-import { ensureCriuRunDir } from './criu-rundir.js';
+import { ensureCriuRunDir, ensureImagesRoot } from './criu-rundir.js';
 
 /** `criu check` probes the kernel (~250 ms here); allow for a loaded machine. */
 const CRIU_CHECK_TIMEOUT_MS = 30_000;
@@ -11,6 +11,7 @@ const CRIU_CHECK_TIMEOUT_MS = 30_000;
 /** Measures this node's capabilities. Never throws: what is missing is reported, not fatal. */
 export async function measureCapabilities(criu = criuBinary()): Promise<Capabilities> {
   await ensureCriuRunDir();
+  await ensureImagesRoot();
   const caps: Capabilities = { kernel: release(), criuOk: false, features: {} };
   try {
     const v = await run(criu, ['--version'], { timeoutMs: CRIU_CHECK_TIMEOUT_MS });

@@ -109,8 +109,8 @@ export const NATIVE_DIR = path.join(PROJECT_ROOT, 'dist', 'native');
 
 /** Checkpoint images live on tmpfs (they are memory, and a secret): one 0700 directory per migration. */
 export const IMAGES_ROOT = process.env['PODMOTION_IMAGES_DIR'] ?? '/dev/shm/podmotion';
-export function imagesDir(migrationId: string, role: 'source' | 'destination' | 'reclaim'): string {
-  return path.join(IMAGES_ROOT, `${migrationId}-${role}`);
+export function imagesDir(cluster: string, migrationId: string, role: 'source' | 'destination' | 'reclaim'): string {
+  return path.join(IMAGES_ROOT, `${cluster}-${migrationId}-${role}`);
 }
 /** bpffs pins of one pod's traffic hold on one node. */
 export const BPF_PIN_ROOT = '/sys/fs/bpf/podmotion';

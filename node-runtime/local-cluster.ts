@@ -4,7 +4,7 @@
  * it, also after a crash, from the record on disk and the namespace names alone.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { Kvm } from '@nats-io/kv';
@@ -16,7 +16,7 @@ import { ensureBusResources } from '../bus/jetstream.js';
 import { Buckets, Subjects } from '../bus/subjects.js';
 import { NodeRegistration } from '../bus/messages.js';
 import { createCodec } from '../bus/codec.js';
-import { CLI_ENTRY, agentLogFile, clusterDir, coordinatorLogFile, credsDir } from './constants.js';
+import { BPF_PIN_ROOT, CLI_ENTRY, IMAGES_ROOT, agentLogFile, clusterDir, coordinatorLogFile, credsDir } from './constants.js';
 import { createFabric, destroyFabric } from './fabric.js';
 import { planCluster, type ClusterPlan } from './plan.js';
 import { isAlive, refOf, stopRef, type ProcessRef } from './procs.js';
@@ -180,6 +180,13 @@ export interface DownSummary {
   namespacesRemoved: string[];
 }
 
+/** Removes every entry of `dir` whose name starts with `prefix` (images and traffic-hold pins a crash left). */
+async function sweepPrefixed(dir: string, prefix: string): Promise<void> {
+  for (const e of await readdir(dir).catch(() => [] as string[])) {
+    if (e.startsWith(prefix)) await rm(path.join(dir, e), { recursive: true, force: true });
+  }
+}
+
 /** Tears a cluster down. Idempotent; works from whatever is left on disk. */
 export async function clusterDown(cluster: string): Promise<DownSummary> {
   const rec = await readClusterRecord(cluster);
@@ -207,6 +214,8 @@ export async function clusterDown(cluster: string): Promise<DownSummary> {
     await removeStore(rec.nats.storeDir);
   }
   await removeClusterDir(cluster);
+  await sweepPrefixed(IMAGES_ROOT, `${cluster}-`);
+  await sweepPrefixed(BPF_PIN_ROOT, `${cluster}-`);
   return { cluster, hadRecord: rec !== undefined, processesStopped: stopped, namespacesRemoved: fabric.namespaces };
 }
 

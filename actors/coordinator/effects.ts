@@ -7,7 +7,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { request } from '../../bus/rpc.js';
 import { Subjects } from '../../bus/subjects.js';
 import { InvalidRequestError, PreconditionError } from '../../bus/errors.js';
-import type { FreezeReply, InventoryReply, PrepareReply, RestoreReply, SocketSeq } from '../../bus/node-migration.js';
+import type { FreezeReply, InventoryReply, PrepareReply, SocketSeq } from '../../bus/node-migration.js';
 import type { NodeRegistration } from '../../bus/messages.js';
 import { phaseTimeoutMs, type MigrationStatus, type WorkPhase } from '../../machines/index.js';
 import { migCodecs as c } from './codecs.js';
@@ -22,9 +22,13 @@ export interface EffectDeps {
   routeExtraMembers(podIp: string, vtepIp: string): Promise<void>;
   /** Per-migration secrets that must never enter a status (the image stream key). */
   secrets: Map<string, PrepareReply>;
+  /** Per-connection sequence state before and after, kept out of the status (it can be large). */
+  sockets: Map<string, { before: SocketSeq[]; after: SocketSeq[] }>;
 }
 
 export type Json = Record<string, unknown>;
+/** Connections listed in a status at most; the counts are always complete. */
+export const STATUS_SAMPLE = 32;
 /** One effect: the machine's status in, a JSON-safe result out. */
 export type Effect = (status: MigrationStatus) => Promise<Json>;
 
@@ -83,7 +87,12 @@ export function createEffects(deps: EffectDeps) {
   }
 
   return {
-    socketInventory: effect(async (s) => ({ ...(await ask(s.spec.sourceNode, 'mig.inventory', c.step, c.inventory, step(s), s, 'SocketInventory')) })),
+    socketInventory: effect(async (s) => {
+      const inv = await ask(s.spec.sourceNode, 'mig.inventory', c.step, c.inventory, step(s), s, 'SocketInventory');
+      // A status stays small whatever the pod: counts plus a sample of the connections.
+      return { ip: inv.ip, mac: inv.mac, initPid: inv.initPid, ...(inv.port !== undefined ? { port: inv.port } : {}),
+        connections: inv.sockets.length, sample: inv.sockets.slice(0, STATUS_SAMPLE) };
+    }),
 
     validate: effect(async (s) => {
       const regs = await deps.registrations();
@@ -125,7 +134,9 @@ export function createEffects(deps: EffectDeps) {
       if (!target) throw new PreconditionError('the destination image receiver is unknown (coordinator restarted?)');
       const r = await ask(s.spec.sourceNode, 'mig.freeze', c.freeze, c.freezeReply,
         { ...step(s), networkContinuity: s.spec.networkContinuity, target }, s, 'FinalFreeze');
-      return { ...r };
+      deps.sockets.set(s.spec.id, { before: r.sockets, after: [] });
+      const { sockets, ...rest } = r;
+      return { ...rest, connections: sockets.length };
     }),
 
     handoffOverlay: effect(async (s) => {
@@ -138,21 +149,31 @@ export function createEffects(deps: EffectDeps) {
       const r = await ask(s.spec.destinationNode, 'mig.restore', c.restore, c.restoreReply,
         { ...step(s), sourceNode: s.spec.sourceNode, networkContinuity: s.spec.networkContinuity }, s, 'Restore');
       const frozen = result<FreezeReply>(s, 'FinalFreeze');
-      return { ...r, freezeMs: Math.round(r.resumedAtMs - frozen.frozenAtMs) };
+      const seqs = deps.sockets.get(s.spec.id);
+      if (seqs) seqs.after = r.sockets;
+      const { sockets, ...rest } = r;
+      return { ...rest, connections: sockets.length, freezeMs: Math.round(r.resumedAtMs - frozen.frozenAtMs) };
     }),
 
     disengageHold: effect(async (s) => ({ ...(await ask(s.spec.destinationNode, 'mig.disengage', c.disengageReq, c.disengage, { ...step(s), sourceNode: s.spec.sourceNode }, s, 'DisengageHold')) })),
 
     verifyTcp: effect(async (s) => {
-      const before = result<FreezeReply>(s, 'FinalFreeze').sockets;
-      const after = result<RestoreReply>(s, 'Restore').sockets;
+      const seqs = deps.sockets.get(s.spec.id);
+      if (!seqs) throw new PreconditionError('the sequence state read at the freeze is unknown (coordinator restarted?)');
+      const { before, after } = seqs;
+      const listed = result<{ connections: number }>(s, 'SocketInventory').connections;
+      // Sockets in the inventory with no sequence state read at the freeze were not checkpointed as TCP
+      // connections this build understands (IPv6, say): verification must not pass on an empty list.
+      if (before.length === 0 && listed > 0) throw new PreconditionError(`TCP verification failed: no sequence state read for any of ${listed} connections`);
       const cmp = compareSockets(before, after);
       const [src, dst] = await Promise.all([
         ask(s.spec.sourceNode, 'mig.holdStats', c.step, c.holdStats, step(s), s, 'TCPVerifying'),
         ask(s.spec.destinationNode, 'mig.holdStats', c.step, c.holdStats, step(s), s, 'TCPVerifying'),
       ]);
+      if (!src.attached || !dst.attached) throw new PreconditionError('TCP verification failed: a traffic hold is not attached, RSTs cannot be counted');
       const rst = src.rstToPod + src.rstFromPod + dst.rstToPod + dst.rstFromPod;
-      const out = { connections: before.length, preserved: cmp.preserved, seqDeltaMax: cmp.seqDeltaMax, rst, perConnection: cmp.connections };
+      const out = { connections: before.length, preserved: cmp.preserved, seqDeltaMax: cmp.seqDeltaMax, rst, inventoried: listed,
+        perConnection: cmp.connections.slice(0, STATUS_SAMPLE) };
       if (cmp.preserved !== before.length || rst > 0) {
         throw new PreconditionError(`TCP verification failed: ${cmp.preserved}/${before.length} connections preserved, seq_delta max ${cmp.seqDeltaMax}, ${rst} RST`);
       }
@@ -173,6 +194,7 @@ export function createEffects(deps: EffectDeps) {
       await ask(s.spec.destinationNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'destination' }, s, 'Cutover');
       await ask(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'Cutover');
       deps.secrets.delete(s.spec.id);
+      deps.sockets.delete(s.spec.id);
       return { node: s.spec.destinationNode };
     }),
 
@@ -197,7 +219,8 @@ export function createEffects(deps: EffectDeps) {
         await ask(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
         steps.push('destination discarded');
         deps.secrets.delete(s.spec.id);
-        return { steps, reclaimed: true, sockets: back.sockets.length };
+        deps.sockets.delete(s.spec.id);
+        return { steps, reclaimed: true, connections: back.sockets.length };
       }
       // No copy ran on the destination: clean it up as far as it answers, but the source must resume
       // whatever happens there (a dead destination agent must not leave the pod frozen).
@@ -216,6 +239,7 @@ export function createEffects(deps: EffectDeps) {
       await ask(s.spec.sourceNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack');
       steps.push('source resumed');
       deps.secrets.delete(s.spec.id);
+      deps.sockets.delete(s.spec.id);
       return { steps, warnings };
     }),
   };

@@ -69,7 +69,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const planning = new Set<string>();
   const newId = cfg.newId ?? ((pod: string) => `${pod}-${randomBytes(4).toString('hex')}`.slice(0, 63));
   const effects = createEffects({
-    nc, secrets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: () => readRegistrations(nc),
+    nc, secrets: new Map(), sockets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: () => readRegistrations(nc),
   });
 
   async function persist(status: MigrationStatus): Promise<void> {

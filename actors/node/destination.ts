@@ -34,7 +34,7 @@ export async function preparePod(ctx: NodeContext, m: NodeMigration, req: Prepar
   // Nothing may reach the empty namespace before its sockets are restored: it would answer with RST.
   await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: net.hostIface, podIp: req.ip, pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod), modes: ['drop-in'] });
   const key = newTransferKey();
-  const dir = imagesDir(req.id, 'destination');
+  const dir = imagesDir(ctx.cluster, req.id, 'destination');
   await rm(dir, { recursive: true, force: true });
   m.address = { ip: req.ip, mac: req.mac };
   m.receiver = await startReceiver({ host: ctx.dataHost, dir, key, maxBytes: MAX_IMAGE_BYTES });
@@ -49,7 +49,7 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
   m.restoreStarted = true;
-  const r = await restoreInto(ctx, { netns, pin, dir: imagesDir(req.id, 'destination'), networkContinuity: req.networkContinuity });
+  const r = await restoreInto(ctx, { netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), networkContinuity: req.networkContinuity });
   const init = await refOf(r.pid);
   if (!init) throw new NodeOperationError(`restored pod ${req.pod} (pid ${r.pid}) exited at once`);
   const source = (await listPodRecords(ctx.cluster)).find((p) => p.name === req.pod && p.incoming === undefined);
@@ -110,7 +110,7 @@ export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req
   }
   await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: podHostIface(req.pod), pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod) });
   m.receiver?.close();
-  await rm(imagesDir(req.id, 'destination'), { recursive: true, force: true });
+  await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
 }
 
 /** Rollback on the destination: kill whatever was restored, remove the namespace, the hold and the images. */
@@ -131,6 +131,6 @@ export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | u
   await removePodNetwork(netns);
   await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: podHostIface(req.pod), pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod) });
   await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
-  await rm(imagesDir(req.id, 'destination'), { recursive: true, force: true });
+  await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
   return `destination discarded (${pids.length} processes killed)`;
 }

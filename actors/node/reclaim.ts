@@ -22,7 +22,7 @@ const QUIESCE_TIMEOUT_MS = 100;
 /** On the source: a receiver for the destination's images. */
 export async function reclaimPrepare(ctx: NodeContext, m: NodeMigration, req: MigStep): Promise<PrepareReply> {
   if (m.reclaim) return m.reclaim;
-  const dir = imagesDir(req.id, 'reclaim');
+  const dir = imagesDir(ctx.cluster, req.id, 'reclaim');
   await rm(dir, { recursive: true, force: true });
   const key = newTransferKey();
   m.reclaimReceiver = await startReceiver({ host: ctx.dataHost, dir, key, maxBytes: MAX_IMAGE_BYTES });
@@ -37,7 +37,7 @@ export async function reclaimFreeze(ctx: NodeContext, req: ReclaimFreezeRequest)
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
   await ctx.hold.setModes(pin, ['zw']);
   await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS, ctx.node.netns);
-  return checkpoint(ctx, { pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(req.id, 'destination'), target: req.target });
+  return checkpoint(ctx, { pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), target: req.target });
 }
 
 /** On the source: replace the frozen copy by the destination's state, release, reopen peers' windows. */
@@ -50,14 +50,14 @@ export async function reclaimRestore(ctx: NodeContext, m: NodeMigration, req: Re
   await killPodProcesses(rec.init, rec.holder);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
-  const r = await restoreInto(ctx, { netns, pin, dir: imagesDir(req.id, 'reclaim'), networkContinuity: req.networkContinuity });
+  const r = await restoreInto(ctx, { netns, pin, dir: imagesDir(ctx.cluster, req.id, 'reclaim'), networkContinuity: req.networkContinuity });
   const init = await refOf(r.pid);
   if (!init) throw new NodeOperationError(`pod ${req.pod} restored on ${ctx.node.name} (pid ${r.pid}) exited at once`);
   const { holder: _gone, ...rest } = rec;
   await writePodRecord(ctx.cluster, { ...rest, init });
   await ctx.hold.reopen({ netns, flowsPin: holdPinDir(ctx.cluster, req.destinationNode, req.pod) }).catch(() => 0);
   await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, pin });
-  await rm(imagesDir(req.id, 'reclaim'), { recursive: true, force: true });
-  await rm(imagesDir(req.id, 'source'), { recursive: true, force: true });
+  await rm(imagesDir(ctx.cluster, req.id, 'reclaim'), { recursive: true, force: true });
+  await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
   return { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets };
 }

@@ -58,7 +58,7 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   const quiesceMs = armed.get(req.id);
   armed.delete(req.id);
   return checkpoint(ctx, {
-    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(req.id, 'source'), target: req.target,
+    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
     ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
   });
 }
@@ -100,13 +100,13 @@ export async function cutoverSource(ctx: NodeContext, req: MigStep): Promise<voi
     await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, pin: holdPinDir(ctx.cluster, ctx.node.name, rec.name) });
     await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
   }
-  await rm(imagesDir(req.id, 'source'), { recursive: true, force: true });
+  await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
 }
 
 /** Rollback on the source: open the hold, take sockets out of repair (each sends a window probe), resume. */
 export async function rollbackSource(ctx: NodeContext, req: MigStep): Promise<string> {
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
-  await rm(imagesDir(req.id, 'source'), { recursive: true, force: true });
+  await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
   if (!rec) return 'no source copy on this node';
   const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
   await ctx.hold.setModes(pin, []).catch(() => {});

@@ -199,6 +199,9 @@ export async function sendDirectory(opts: { host: string; port: number; key: Buf
     pskCallback: () => ({ psk: opts.key, identity: PSK_IDENTITY }),
     checkServerIdentity: () => undefined,
   });
+  // A receiver that stops reading (its node went away) must fail the freeze in bounded time, not in minutes
+  // of kernel TCP retries while the pod stays frozen.
+  sock.setTimeout(TRANSFER_IDLE_TIMEOUT_MS, () => sock.destroy(new NodeOperationError(`image stream stalled for ${TRANSFER_IDLE_TIMEOUT_MS} ms`)));
   const onAbort = () => sock.destroy(new NodeOperationError('image stream aborted'));
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   try {

@@ -40,5 +40,5 @@ export async function podNode(cluster: string): Promise<string | undefined> {
 
 /** Migration image directories left on this machine for a migration id. */
 export async function imagesLeft(id: string): Promise<string[]> {
-  return (await readdir(IMAGES_ROOT).catch(() => [] as string[])).filter((d) => d.startsWith(id));
+  return (await readdir(IMAGES_ROOT).catch(() => [] as string[])).filter((d) => d.includes(id));
 }

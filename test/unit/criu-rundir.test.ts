@@ -3,7 +3,7 @@ import test from 'ava';
 import { lstat, mkdtemp, mkdir, rm, symlink, writeFile, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ensureCriuRunDir } from '../../node-runtime/criu-rundir.js';
+import { ensurePrivateDir } from '../../node-runtime/criu-rundir.js';
 
 const cases: Array<[string, (p: string, base: string) => Promise<void>]> = [
   ['nothing there', async () => {}],
@@ -12,11 +12,11 @@ const cases: Array<[string, (p: string, base: string) => Promise<void>]> = [
   ['a directory open to everyone', async (p) => { await mkdir(p); await chmod(p, 0o777); await writeFile(path.join(p, 'criu.kdat'), 'x'); }],
 ];
 for (const [label, plant] of cases) {
-  test(`ensureCriuRunDir over ${label}`, async (t) => {
+  test(`ensurePrivateDir over ${label}`, async (t) => {
     const base = await mkdtemp(path.join(tmpdir(), 'pm-kdat-'));
     const dir = path.join(base, 'podmotion-criu');
     await plant(dir, base);
-    await ensureCriuRunDir(dir);
+    await ensurePrivateDir(dir);
     const st = await lstat(dir);
     t.true(st.isDirectory());
     t.false(st.isSymbolicLink());
