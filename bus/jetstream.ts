@@ -9,6 +9,8 @@ const EVENTS_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
 const EVENTS_MAX_BYTES = 1 << 30;
 /** Migration records: keep a short history per migration for debugging a resume. */
 const MIGRATIONS_HISTORY = 5;
+/** A migration record is rewritten at every phase; a week after its last change it is history, not state. */
+const MIGRATIONS_TTL_MS = 7 * 24 * 3600 * 1000;
 
 /** Creates the events stream and the KV buckets when missing; leaves existing ones as they are. */
 export async function ensureBusResources(nc: NatsConnection): Promise<void> {
@@ -25,6 +27,6 @@ export async function ensureBusResources(nc: NatsConnection): Promise<void> {
     });
   }
   const kvm = new Kvm(nc);
-  await kvm.create(Buckets.migrations, { history: MIGRATIONS_HISTORY });
+  await kvm.create(Buckets.migrations, { history: MIGRATIONS_HISTORY, ttl: MIGRATIONS_TTL_MS });
   await kvm.create(Buckets.nodes, { history: 1, ttl: NODE_REGISTRATION_TTL_MS });
 }

@@ -16,7 +16,7 @@ const mac = () => str({ maxLength: 17, pattern: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/
 /** Node verbs of the migration actors (joined to `podmotion.v1.node.<node>.`). */
 export const MIG_VERBS = [
   'mig.inventory', 'mig.prepare', 'mig.arm', 'mig.freeze', 'mig.restore', 'mig.disengage', 'mig.holdStats',
-  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'relay.route',
+  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'relay.route',
 ] as const;
 export type MigVerb = (typeof MIG_VERBS)[number];
 

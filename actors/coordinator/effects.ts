@@ -6,7 +6,7 @@
 import type { NatsConnection } from '@nats-io/nats-core';
 import { request } from '../../bus/rpc.js';
 import { Subjects } from '../../bus/subjects.js';
-import { InvalidRequestError, PreconditionError } from '../../bus/errors.js';
+import { InvalidRequestError, NodeOperationError, PreconditionError } from '../../bus/errors.js';
 import type { FreezeReply, InventoryReply, PrepareReply, SocketSeq } from '../../bus/node-migration.js';
 import type { NodeRegistration } from '../../bus/messages.js';
 import { phaseTimeoutMs, type MigrationStatus, type WorkPhase } from '../../machines/index.js';
@@ -213,8 +213,17 @@ export function createEffects(deps: EffectDeps) {
         const inv = s.results['SocketInventory'] as InventoryReply;
         await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack', [s.spec.sourceNode, s.spec.destinationNode]);
         steps.push('routes returned');
-        const back = await ask(s.spec.sourceNode, 'mig.reclaim.restore', c.reclaimRestore, c.restoreReply,
-          { ...step(s), destinationNode: s.spec.destinationNode, networkContinuity: s.spec.networkContinuity }, s, 'RollingBack');
+        let back;
+        try {
+          back = await ask(s.spec.sourceNode, 'mig.reclaim.restore', c.reclaimRestore, c.restoreReply,
+            { ...step(s), destinationNode: s.spec.destinationNode, networkContinuity: s.spec.networkContinuity }, s, 'RollingBack');
+        } catch (e) {
+          // The source copy is gone and its restore failed: the stopped destination copy is the pod now.
+          await routeEverywhere(s, inv.ip, s.spec.destinationNode, 'RollingBack', [s.spec.destinationNode]);
+          const note = (await ask(s.spec.destinationNode, 'mig.reclaim.abort', c.step, c.done, step(s), s, 'RollingBack')).note;
+          await ask(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack').catch(() => {});
+          throw new NodeOperationError(`moving the pod back failed (${(e as Error).message}); it serves from ${s.spec.destinationNode} (${note ?? 'resumed'})`);
+        }
         steps.push(`restored on the source (freeze ${Math.round(back.resumedAtMs - froze.frozenAtMs)} ms)`);
         await ask(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
         steps.push('destination discarded');

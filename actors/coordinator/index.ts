@@ -29,6 +29,8 @@ export const SERVICE_NAME = 'podmotion';
 export const SERVICE_VERSION = '0.1.0';
 /** Test hook pause: long enough to cancel or kill the coordinator, short of every phase timeout. */
 const TEST_PAUSE_MS = 5_000;
+/** `list` returns the newest migrations only: one reply must stay within the message limits. */
+const LIST_LIMIT = 1_000;
 /** Asking every agent for its pods: a local query on each node, well under a second. */
 const POD_LOOKUP_TIMEOUT_MS = 5_000;
 
@@ -222,7 +224,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       for (const r of await store.all()) all.set(r.status.spec.id, r.status);
       for (const [id, s] of latest) all.set(id, s);
       const rows = [...all.values()].filter((s) => !req.active || !isTerminal(s.phase)).map(summary);
-      return { migrations: rows.sort((a, b) => a.startedAtMs - b.startedAtMs) };
+      return { migrations: rows.sort((a, b) => a.startedAtMs - b.startedAtMs).slice(-LIST_LIMIT) };
     })
     .endpoint('cancel', Subjects.api('cancel'), c.ref, c.cancelReply, async (req) => {
       const s = await statusOf(req.id);

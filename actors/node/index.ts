@@ -7,7 +7,7 @@ import type { NodeContext } from './context.js';
 import { armHold, cutoverSource, freezePod, inventoryPod, rollbackSource } from './source.js';
 import { cutoverDestination, disengage, hasRestoredCopy, holdStats, preparePod, probe, restorePod, rollbackDestination } from './destination.js';
 import { route } from './relay.js';
-import { reclaimFreeze, reclaimPrepare, reclaimRestore } from './reclaim.js';
+import { reclaimAbort, reclaimFreeze, reclaimPrepare, reclaimRestore } from './reclaim.js';
 import { forgetMigration, migrationState, serialized } from './state.js';
 
 export type { NodeContext } from './context.js';
@@ -48,6 +48,12 @@ export function registerMigrationActors(ctx: NodeContext): Subscription[] {
     // record says so, or processes run in its namespace after a restore began) may have served.
     serve(nc, at('mig.restored'), c.step, c.done, (r) => step(r.id, r.pod, async () => ({ done: await hasRestoredCopy(ctx, migrationState(r.id, r.pod), r) })), { onError }),
     serve(nc, at('mig.reclaim.prepare'), c.step, c.prepareReply, (r) => step(r.id, r.pod, () => reclaimPrepare(ctx, migrationState(r.id, r.pod), r)), { onError }),
+    serve(nc, at('mig.reclaim.abort'), c.step, c.done, (r) => step(r.id, r.pod, async () => {
+      const note = await reclaimAbort(ctx, r);
+      forgetMigration(r.id);
+      log.warn({ migration: r.id, pod: r.pod, note }, 'moving the pod back failed: it resumed here');
+      return { done: true, note };
+    }), { onError }),
     serve(nc, at('mig.reclaim.freeze'), c.reclaimFreeze, c.freezeReply, (r) => step(r.id, r.pod, () => reclaimFreeze(ctx, r)), { onError }),
     serve(nc, at('mig.reclaim.restore'), c.reclaimRestore, c.restoreReply, (r) => step(r.id, r.pod, async () => {
       const out = await reclaimRestore(ctx, migrationState(r.id, r.pod), r);

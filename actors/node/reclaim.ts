@@ -12,6 +12,7 @@ import { killPodProcesses } from '../../node-runtime/pods.js';
 import { refOf } from '../../node-runtime/procs.js';
 import { readPodRecord, writePodRecord } from '../../node-runtime/records.js';
 import { checkpoint, restoreInto } from './checkpoint.js';
+import { resumeInPlace } from './source.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
 
@@ -60,4 +61,18 @@ export async function reclaimRestore(ctx: NodeContext, m: NodeMigration, req: Re
   await rm(imagesDir(ctx.cluster, req.id, 'reclaim'), { recursive: true, force: true });
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
   return { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets };
+}
+
+/**
+ * On the destination, when moving the pod back failed: the stopped destination copy is the pod's newest
+ * state, so it resumes here and is served from here (its record stops being `incoming`).
+ */
+export async function reclaimAbort(ctx: NodeContext, req: MigStep): Promise<string> {
+  const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
+  if (!rec || rec.incoming !== req.id) throw new NotFoundError(`no restored copy of ${req.pod} from migration ${req.id} on ${ctx.node.name}`);
+  const note = await resumeInPlace(ctx, rec);
+  const { incoming: _served, ...served } = rec;
+  await writePodRecord(ctx.cluster, served);
+  await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
+  return note;
 }

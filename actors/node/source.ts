@@ -108,9 +108,17 @@ export async function rollbackSource(ctx: NodeContext, req: MigStep): Promise<st
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
   if (!rec) return 'no source copy on this node';
+  return resumeInPlace(ctx, rec);
+}
+
+/**
+ * Resumes a copy CRIU left stopped after a checkpoint, where it is: open its hold, take its sockets out of
+ * repair mode (each sends a window probe), continue every task, reopen its peers' windows, drop the hold.
+ */
+export async function resumeInPlace(ctx: NodeContext, rec: PodRecord): Promise<string> {
   const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
   await ctx.hold.setModes(pin, []).catch(() => {});
-  let note = 'source was running';
+  let note = 'copy was running';
   if (await isStopped(rec.init.pid)) {
     const repaired = await unrepair(rec.init.pid);
     for (const pid of await pidsInPidns(rec.init.pid)) {
@@ -120,7 +128,7 @@ export async function rollbackSource(ctx: NodeContext, req: MigStep): Promise<st
         // exited
       }
     }
-    note = `source resumed, ${repaired} sockets out of repair`;
+    note = `resumed, ${repaired} sockets out of repair`;
   }
   const reopened = await ctx.hold.reopen({ netns: podNetns(ctx.cluster, ctx.node.name, rec.name), flowsPin: pin }).catch(() => 0);
   await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, pin });
