@@ -10,6 +10,17 @@ import { NATIVE_DIR } from './constants.js';
 /** Reading a pod's sockets is one netlink dump or one /proc walk: quick, unless the machine is in trouble. */
 const SOCKETS_TIMEOUT_MS = 10_000;
 
+/**
+ * An `ss` endpoint as "a.b.c.d:port": IPv4, or IPv4-mapped IPv6 (a dual-stack server's connection from an
+ * IPv4 peer); undefined for anything else (the overlay is IPv4).
+ */
+export function ipv4Endpoint(ssAddr: string): string | undefined {
+  const plain = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(ssAddr);
+  if (plain) return `${plain[1]}:${plain[2]}`;
+  const mapped = /^\[::ffff:(\d{1,3}(?:\.\d{1,3}){3})\]:(\d{1,5})$/i.exec(ssAddr);
+  return mapped ? `${mapped[1]}:${mapped[2]}` : undefined;
+}
+
 /** Established TCP connections in a network namespace, with their RTT. */
 export async function inventory(netns: string): Promise<SocketInfo[]> {
   const r = await inNetns(netns, 'ss', ['-Htni', 'state', 'established'], { timeoutMs: SOCKETS_TIMEOUT_MS });
@@ -21,7 +32,10 @@ export async function inventory(netns: string): Promise<SocketInfo[]> {
     if (cols.length < 4 || lines[i]!.startsWith('\t') || lines[i]!.startsWith(' ')) continue;
     const info = lines[i + 1]?.startsWith('\t') || lines[i + 1]?.startsWith(' ') ? lines[i + 1]! : '';
     const rtt = /\brtt:([\d.]+)\//.exec(info);
-    out.push({ local: cols[2]!, remote: cols[3]!, state: 'ESTABLISHED', ...(rtt ? { rttMs: Number(rtt[1]) } : {}) });
+    const local = ipv4Endpoint(cols[2]!);
+    const remote = ipv4Endpoint(cols[3]!);
+    if (!local || !remote) continue;
+    out.push({ local, remote, state: 'ESTABLISHED', ...(rtt ? { rttMs: Number(rtt[1]) } : {}) });
   }
   return out;
 }

@@ -11,10 +11,14 @@ import socket
 import sys
 
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 7000
+# "dual": listen on an IPv6 socket that also accepts IPv4, as Go, Node and Java servers do by default.
+dual = len(sys.argv) > 2 and sys.argv[2] == "dual"
 sel = selectors.DefaultSelector()
-srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv = socket.socket(socket.AF_INET6 if dual else socket.AF_INET, socket.SOCK_STREAM)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", port))
+if dual:
+    srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+srv.bind(("::" if dual else "0.0.0.0", port))
 srv.listen(128)
 srv.setblocking(False)
 sel.register(srv, selectors.EVENT_READ, None)
@@ -29,7 +33,7 @@ while True:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             state[conn] = [0, b""]
             sel.register(conn, selectors.EVENT_READ, "conn")
-            print(f"connection from {addr[0]}:{addr[1]}", flush=True)
+            print(f"connection from {addr[0].removeprefix('::ffff:')}:{addr[1]}", flush=True)
             continue
         conn = key.fileobj
         try:

@@ -1,6 +1,7 @@
 // pm-tcpsk: inspects (and on request un-repairs) the TCP sockets of every process in a pod's pid namespace.
 //
-//   pm-tcpsk list     --pid PID [--force]   one JSON line per established IPv4 TCP socket:
+//   pm-tcpsk list     --pid PID [--force]   one JSON line per established IPv4 TCP socket (also IPv4-mapped
+//                                           IPv6 sockets of dual-stack servers):
 //                                           {"local","remote","repair",sndSeq,rcvSeq} (seqs when readable)
 //   pm-tcpsk unrepair --pid PID             takes every socket out of repair mode (TCP_REPAIR_OFF: the kernel
 //                                           sends a window probe, so the peer learns the socket is back)
@@ -64,11 +65,23 @@ static int read_seq(int fd, int queue, unsigned int *seq)
 	return getsockopt(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, seq, &len);
 }
 
-static void addr_str(struct sockaddr_in *a, char *buf, size_t n)
+// "ip:port" for an IPv4 address, or for an IPv4-mapped IPv6 one (a dual-stack server's connection from an
+// IPv4 peer). Returns 0 for any other address: PodMotion's overlay is IPv4.
+static int addr_str(struct sockaddr_storage *a, char *buf, size_t n)
 {
 	char ip[INET_ADDRSTRLEN];
-	inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-	snprintf(buf, n, "%s:%u", ip, ntohs(a->sin_port));
+	if (a->ss_family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)a;
+		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+		snprintf(buf, n, "%s:%u", ip, ntohs(s4->sin_port));
+		return 1;
+	}
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)a;
+	if (a->ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+		return 0;
+	inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], ip, sizeof(ip));
+	snprintf(buf, n, "%s:%u", ip, ntohs(s6->sin6_port));
+	return 1;
 }
 
 // Handles one socket fd (our copy). Returns 1 when it was an established IPv4 TCP socket.
@@ -76,13 +89,13 @@ static int handle(int fd, int unrepair, int force)
 {
 	int v;
 	socklen_t len = sizeof(v);
-	struct sockaddr_in l, r;
+	struct sockaddr_storage l, r;
 	socklen_t ll = sizeof(l), rl = sizeof(r);
 	struct tcp_info ti;
 	socklen_t til = sizeof(ti);
 	char ls[64], rs[64];
 
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) || v != AF_INET)
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) || (v != AF_INET && v != AF_INET6))
 		return 0;
 	len = sizeof(v);
 	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &len) || v != IPPROTO_TCP)
@@ -91,8 +104,8 @@ static int handle(int fd, int unrepair, int force)
 		return 0;
 	if (getsockname(fd, (struct sockaddr *)&l, &ll) || getpeername(fd, (struct sockaddr *)&r, &rl))
 		return 0;
-	addr_str(&l, ls, sizeof(ls));
-	addr_str(&r, rs, sizeof(rs));
+	if (!addr_str(&l, ls, sizeof(ls)) || !addr_str(&r, rs, sizeof(rs)))
+		return 0;
 
 	int q = TCP_NO_QUEUE;
 	int in_repair = setsockopt(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, &q, sizeof(q)) == 0;

@@ -148,3 +148,27 @@ test.serial('names and cluster names are checked before anything runs', async (t
     t.regex(r.stderr, re);
   }
 });
+
+test.serial('a dual-stack server (IPv6 socket, IPv4 clients) keeps its connections too', async (t) => {
+  const { startLoad, PYTHON, WORKLOADS } = await import('../../cli/load.js');
+  const { readClusterRecord } = await import('../../node-runtime/records.js');
+  const path = await import('node:path');
+  const pod = await cliJson(['pod', 'run', 'dual', '--node', 'node-1', '--port', '7001', '--cluster', CLUSTER, '--',
+    PYTHON, path.join(WORKLOADS, 'counter_server.py'), '7001', 'dual']);
+  const load = await startLoad((await readClusterRecord(CLUSTER))!.plan.client.netns, pod.ip, 7001, 4);
+  try {
+    const r = await cli(['migrate', 'dual', '--to-node', 'node-3', '--strategy', 'Cold', '--wait', '--json', '--cluster', CLUSTER], 180_000);
+    t.is(r.code, 0, r.stderr);
+    const s = JSON.parse(r.stdout);
+    t.is(s.phase, 'Complete', JSON.stringify(s.error));
+    t.is(s.outcome.connections, 4);
+    t.is(s.outcome.preserved, 4);
+    t.is(s.outcome.seqDeltaMax, 0);
+    const client = await load.stop();
+    t.deepEqual(client.errors, []);
+    t.is(client.alive, 4);
+  } finally {
+    load.kill();
+    await cli(['pod', 'delete', 'dual', '--cluster', CLUSTER]);
+  }
+});
