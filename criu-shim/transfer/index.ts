@@ -164,6 +164,8 @@ function header(name: string, size: number): Buffer {
 
 /** Writes to the socket, waiting for drain when its buffer is full (backpressure without a pipeline). */
 function writeAll(sock: tls.TLSSocket, buf: Buffer): Promise<void> {
+  // A receiver that refused the stream has reset the connection: 'close' may already have fired.
+  if (sock.destroyed) return Promise.reject(new NodeOperationError('image receiver closed the stream'));
   if (sock.write(buf)) return Promise.resolve();
   return new Promise<void>((resolve, reject) => {
     const onDrain = () => { sock.off('close', onClose); resolve(); };
