@@ -1,0 +1,29 @@
+/** pm-memscan on a real process: it finds the working set and measures its dirty rate without stopping it. */
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { scanMemory } from '../../node-runtime/memscan.js';
+import { childrenOf } from '../../node-runtime/procs.js';
+import { PYTHON, WORKLOADS } from '../../cli/load.js';
+
+test('a 64 MiB working set dirtied at 20 MiB/s is measured as such', async (t) => {
+  // Its own pid and network namespaces: the writer's port is nobody else's.
+  const holder = spawn('unshare', ['--pid', '--net', '--fork', '--kill-child', PYTHON, path.join(WORKLOADS, 'mem_writer.py'), '7099', '64', '20'],
+    { stdio: 'ignore' });
+  t.teardown(() => holder.kill('SIGKILL'));
+  let pid: number | undefined;
+  for (let i = 0; i < 100 && pid === undefined; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    pid = (await childrenOf(holder.pid!))[0];
+  }
+  t.truthy(pid, 'the writer started');
+  await new Promise((r) => setTimeout(r, 1500)); // past its initial fill
+  const s = await scanMemory(pid!, 1000);
+  t.true(s.bytes >= 64 * 1024 * 1024, `found ${s.bytes} bytes of writable memory`);
+  const mibPerS = s.dirtyBytesPerSec / (1024 * 1024);
+  t.true(mibPerS > 10 && mibPerS < 40, `dirty rate ${mibPerS.toFixed(1)} MiB/s for a 20 MiB/s writer`);
+  const idle = await scanMemory(pid!, 0);
+  t.is(idle.intervalMs, 0);
+  t.is(idle.changedPages, 0, 'one pass measures size only');
+  await t.throwsAsync(scanMemory(pid!, -1), { message: /interval must be/ });
+});
