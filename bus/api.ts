@@ -89,6 +89,26 @@ export type ListRequest = Infer<typeof ListRequest>;
 export const ListReply = obj({ migrations: arr(MigrationSummary, { maxItems: 10_000 }) });
 export type ListReply = Infer<typeof ListReply>;
 
+/** `podmotion estimate`: whether and how a pod would move, measured without touching it. */
+export const EstimateApiRequest = obj({ pod: name(), toNode: optional(name()), strategy: optional(StrategySchema) });
+export type EstimateApiRequest = Infer<typeof EstimateApiRequest>;
+export const EstimateApiReply = obj({
+  pod: name(),
+  sourceNode: optional(name()),
+  destinationNode: optional(name()),
+  strategy: StrategySchema,
+  migratable: bool(),
+  reasons: arr(str({ maxLength: 1024 }), { maxItems: 32 }),
+  storageTier: str({ maxLength: 128 }),
+  memoryBytes: optional(num({ min: 0 })),
+  dirtyBytesPerSec: optional(num({ min: 0 })),
+  connections: optional(num({ int: true, min: 0 })),
+  predictedFreezeMs: optional(num({ min: 0 })),
+  /** What the prediction rests on (or why there is none). */
+  predictionBasis: str({ maxLength: 512 }),
+});
+export type EstimateApiReply = Infer<typeof EstimateApiReply>;
+
 export const CancelReply = obj({ id: str({ maxLength: 128 }), phase: PhaseSchema, accepted: bool(), message: str({ maxLength: 1024 }) });
 export type CancelReply = Infer<typeof CancelReply>;
 

@@ -16,7 +16,7 @@ const mac = () => str({ maxLength: 17, pattern: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/
 /** Node verbs of the migration actors (joined to `podmotion.v1.node.<node>.`). */
 export const MIG_VERBS = [
   'mig.inventory', 'mig.prepare', 'mig.arm', 'mig.freeze', 'mig.restore', 'mig.disengage', 'mig.holdStats',
-  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'relay.route',
+  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.estimate', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'relay.route',
 ] as const;
 export type MigVerb = (typeof MIG_VERBS)[number];
 
@@ -35,6 +35,15 @@ export type InventoryReply = Infer<typeof InventoryReply>;
 /** A TCP connection's sequence state, read from the socket in repair mode (or the checkpoint). */
 export const SocketSeq = obj({ local: endpoint(), remote: endpoint(), sndSeq: num({ int: true }), rcvSeq: num({ int: true }) });
 export type SocketSeq = Infer<typeof SocketSeq>;
+
+/** Read-only measurements of a pod for `estimate`: memory a checkpoint carries and how fast it changes. */
+export const EstimateRequest = obj({ pod: name(), intervalMs: num({ int: true, min: 0, max: 10_000 }) });
+export type EstimateRequest = Infer<typeof EstimateRequest>;
+export const EstimateReply = obj({
+  memoryBytes: num({ int: true, min: 0 }), zeroBytes: num({ int: true, min: 0 }), dirtyBytesPerSec: num({ min: 0 }),
+  processes: num({ int: true, min: 0 }), connections: num({ int: true, min: 0 }), scanMs: num({ min: 0 }),
+});
+export type EstimateReply = Infer<typeof EstimateReply>;
 
 export const PrepareRequest = obj({ id: id(), pod: name(), ip: ipv4(), mac: mac(), sourceNode: name() });
 export type PrepareRequest = Infer<typeof PrepareRequest>;

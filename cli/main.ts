@@ -20,6 +20,7 @@ export const USAGE = `usage: podmotion <command> [flags]
   migrate POD [--to-node N] [--strategy Cold] [--dry-run] [--wait] [--timeout S]
           [--no-network-continuity]        live-migrate a pod, streaming its phases
   status NAME | describe NAME | cancel NAME | list [--active]
+  estimate POD [--to-node N] [--strategy S] migratable?, memory, dirty rate, predicted freeze (read-only)
   demo                                     the end-to-end demo on a fresh local cluster
 
 flags for every command: --json, --cluster NAME (default: local, or PODMOTION_CLUSTER),
@@ -39,7 +40,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'agent': await agentCommand(rest); return 0;
       case 'coordinator': await coordinatorCommand(rest); return 0;
       case 'demo': return await demoCommand(rest);
-      case 'migrate': case 'status': case 'describe': case 'cancel': case 'list':
+      case 'migrate': case 'status': case 'describe': case 'cancel': case 'list': case 'estimate':
         return await migrationCommand(cmd, rest);
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(USAGE);

@@ -161,8 +161,32 @@ async function listCmd(argv: string[]): Promise<number> {
   });
 }
 
+async function estimateCmd(argv: string[]): Promise<number> {
+  const p = parse(argv, { 'to-node': { type: 'string' }, strategy: { type: 'string' } });
+  const pod = checkName('pod', requirePositional(p, 0, 'pod name (podmotion estimate POD [--to-node NODE])'));
+  const toNode = p.values['to-node'] === undefined ? undefined : checkName('node', p.values['to-node'] as string);
+  const strategy = p.values['strategy'] as string | undefined;
+  if (strategy !== undefined && !STRATEGIES.includes(strategy as Strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')} (got ${strategy})`);
+  return withCluster(p, async (ctx) => {
+    const e = await request(ctx.nc, Subjects.api('estimate'), c.estimateReq, c.estimateReply,
+      { pod, ...(toNode ? { toNode } : {}), ...(strategy ? { strategy: strategy as Strategy } : {}) }, { timeoutMs: 90_000 });
+    if (p.values['json']) {
+      printJson(e);
+      return e.migratable ? 0 : 1;
+    }
+    const mb = (b?: number) => (b === undefined ? '-' : `${(b / 1e6).toFixed(1)} MB`);
+    process.stdout.write(`Migratable: ${e.migratable ? 'Yes' : 'No'}${e.reasons.length ? ` (${e.reasons.join('; ')})` : ''}\n` +
+      `Route: ${e.sourceNode ?? '?'} → ${e.destinationNode ?? '?'} · Strategy: ${e.strategy}\n` +
+      `Storage tier: ${e.storageTier}\nMemory to move: ${mb(e.memoryBytes)} · Connections: ${e.connections ?? '-'}\n` +
+      `Dirty-page rate: ${e.dirtyBytesPerSec === undefined ? '-' : `${(e.dirtyBytesPerSec / 1e6).toFixed(1)} MB/s`}\n` +
+      `Predicted freeze window: ${e.predictedFreezeMs === undefined ? '-' : `~${e.predictedFreezeMs} ms`} (${e.predictionBasis})\n`);
+    return e.migratable ? 0 : 1;
+  });
+}
+
 export async function migrationCommand(verb: string, argv: string[]): Promise<number> {
   switch (verb) {
+    case 'estimate': return estimateCmd(argv);
     case 'migrate': return migrateCmd(argv);
     case 'status': return statusCmd(argv, false);
     case 'describe': return statusCmd(argv, true);

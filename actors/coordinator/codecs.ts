@@ -17,6 +17,8 @@ export const apiCodecs = {
   listReq: createCodec(api.ListRequest, 'list request'),
   listReply: createCodec(api.ListReply, 'migration list'),
   cancelReply: createCodec(api.CancelReply, 'cancel reply'),
+  estimateReq: createCodec(api.EstimateApiRequest, 'estimate request'),
+  estimateReply: createCodec(api.EstimateApiReply, 'estimate reply'),
   event: createCodec(api.MigrationEvent, 'migration event'),
   stored: createCodec(StoredMigration, 'stored migration'),
 } as const;
@@ -39,6 +41,8 @@ export const migCodecs = {
   role: createCodec(mig.RoleRequest, 'role request'),
   done: createCodec(mig.Done, 'done'),
   route: createCodec(mig.RouteRequest, 'route request'),
+  estimate: createCodec(mig.EstimateRequest, 'estimate request'),
+  estimateReply: createCodec(mig.EstimateReply, 'estimate reply'),
   reclaimFreeze: createCodec(mig.ReclaimFreezeRequest, 'reclaim freeze request'),
   reclaimRestore: createCodec(mig.ReclaimRestoreRequest, 'reclaim restore request'),
 } as const;

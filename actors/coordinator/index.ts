@@ -14,14 +14,15 @@ import { request } from '../../bus/rpc.js';
 import { createService, type Service } from '../../bus/service.js';
 import { Subjects } from '../../bus/subjects.js';
 import { readRegistrations } from '../../bus/registry.js';
-import type { MigrateRequest, MigrationSummary } from '../../bus/api.js';
+import type { EstimateApiReply, EstimateApiRequest, MigrateRequest, MigrationSummary } from '../../bus/api.js';
 import type { PodInfo } from '../../bus/messages.js';
 import { codecs as agentCodecs } from '../../node-runtime/agent.js';
 import {
   initialStatus, isBeforeCutover, isTerminal, migrationClock, migrationMachine, snapshotForRestart, statusChanged,
   type EffectInput, type MigrationSpec, type MigrationStatus, type Phase,
 } from '../../machines/index.js';
-import { apiCodecs as c } from './codecs.js';
+import { apiCodecs as c, migCodecs as migC } from './codecs.js';
+import { predictFreeze } from './predict.js';
 import { createEffects, type Effect, type EffectDeps } from './effects.js';
 import { MigrationStore } from './store.js';
 
@@ -29,6 +30,8 @@ export const SERVICE_NAME = 'podmotion';
 export const SERVICE_VERSION = '0.1.0';
 /** Test hook pause: long enough to cancel or kill the coordinator, short of every phase timeout. */
 const TEST_PAUSE_MS = 5_000;
+/** Dirty rate is measured over this interval: long enough to average a writer's bursts. */
+const ESTIMATE_SAMPLE_MS = 1_000;
 /** `list` returns the newest migrations only: one reply must stay within the message limits. */
 const LIST_LIMIT = 1_000;
 /** Asking every agent for its pods: a local query on each node, well under a second. */
@@ -176,6 +179,35 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     };
   }
 
+  /** Read-only: would this pod move, what would it carry, and how long would it freeze? */
+  async function estimate(req: EstimateApiRequest): Promise<EstimateApiReply> {
+    const strategy = req.strategy ?? 'Cold';
+    const reply: EstimateApiReply = { pod: req.pod, strategy, migratable: false, reasons: [], storageTier: 'none (the pod has no volumes)', predictionBasis: '' };
+    let spec: MigrationSpec | undefined;
+    try {
+      spec = await planSpec({ pod: req.pod, strategy, dryRun: true, ...(req.toNode ? { toNode: req.toNode } : {}) });
+      reply.migratable = true;
+    } catch (e) {
+      reply.reasons.push((e as Error).message);
+    }
+    const pod = spec ? undefined : await findPod(req.pod).catch(() => undefined);
+    const source = spec?.sourceNode ?? pod?.node;
+    if (source) {
+      reply.sourceNode = source;
+      const m = await request(nc, Subjects.node(source, 'mig.estimate'), migC.estimate, migC.estimateReply,
+        { pod: req.pod, intervalMs: ESTIMATE_SAMPLE_MS }, { timeoutMs: ESTIMATE_SAMPLE_MS + 60_000 });
+      Object.assign(reply, { memoryBytes: m.memoryBytes, dirtyBytesPerSec: Math.round(m.dirtyBytesPerSec), connections: m.connections });
+      const p = predictFreeze([...latest.values()], m.memoryBytes);
+      reply.predictionBasis = p.basis;
+      if (p.freezeMs !== undefined && strategy === 'Cold') reply.predictedFreezeMs = p.freezeMs;
+      if (strategy !== 'Cold') reply.predictionBasis = `no prediction for ${strategy}: only Cold migrations run yet`;
+    } else {
+      reply.predictionBasis = 'no prediction: the pod was not found';
+    }
+    if (spec) reply.destinationNode = spec.destinationNode;
+    return reply;
+  }
+
   async function statusOf(id: string): Promise<MigrationStatus> {
     const s = latest.get(id) ?? (await store.get(id))?.status;
     if (!s) throw new NotFoundError(`migration ${id} not found (see: podmotion list)`);
@@ -226,6 +258,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       const rows = [...all.values()].filter((s) => !req.active || !isTerminal(s.phase)).map(summary);
       return { migrations: rows.sort((a, b) => a.startedAtMs - b.startedAtMs).slice(-LIST_LIMIT) };
     })
+    .endpoint('estimate', Subjects.api('estimate'), c.estimateReq, c.estimateReply, (req) => estimate(req))
     .endpoint('cancel', Subjects.api('cancel'), c.ref, c.cancelReply, async (req) => {
       const s = await statusOf(req.id);
       const actor = actors.get(req.id);

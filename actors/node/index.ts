@@ -4,7 +4,7 @@ import { serve } from '../../bus/rpc.js';
 import { Subjects } from '../../bus/subjects.js';
 import { migCodecs as c } from '../coordinator/codecs.js';
 import type { NodeContext } from './context.js';
-import { armHold, cutoverSource, freezePod, inventoryPod, rollbackSource } from './source.js';
+import { armHold, cutoverSource, estimatePod, freezePod, inventoryPod, rollbackSource } from './source.js';
 import { cutoverDestination, disengage, hasRestoredCopy, holdStats, preparePod, probe, restorePod, rollbackDestination } from './destination.js';
 import { route } from './relay.js';
 import { reclaimAbort, reclaimFreeze, reclaimPrepare, reclaimRestore } from './reclaim.js';
@@ -20,6 +20,7 @@ export function registerMigrationActors(ctx: NodeContext): Subscription[] {
   const step = <T>(id: string, pod: string, fn: () => Promise<T>) => serialized(migrationState(id, pod), fn);
   return [
     serve(nc, at('mig.inventory'), c.step, c.inventory, (r) => inventoryPod(ctx, r), { onError }),
+    serve(nc, at('mig.estimate'), c.estimate, c.estimateReply, (r) => estimatePod(ctx, r), { onError }),
     serve(nc, at('mig.prepare'), c.prepare, c.prepareReply, (r) => step(r.id, r.pod, () => preparePod(ctx, migrationState(r.id, r.pod), r)), { onError }),
     serve(nc, at('mig.arm'), c.step, c.arm, (r) => step(r.id, r.pod, () => armHold(ctx, r)), { onError }),
     serve(nc, at('mig.freeze'), c.freeze, c.freezeReply, (r) => step(r.id, r.pod, async () => {

@@ -5,7 +5,8 @@
  */
 import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { NotFoundError } from '../../bus/errors.js';
-import type { ArmReply, FreezeReply, FreezeRequest, InventoryReply, MigStep } from '../../bus/node-migration.js';
+import type { ArmReply, EstimateReply, EstimateRequest, FreezeReply, FreezeRequest, InventoryReply, MigStep } from '../../bus/node-migration.js';
+import { scanMemory } from '../../node-runtime/memscan.js';
 import { holdPinDir, imagesDir, podNetns } from '../../node-runtime/constants.js';
 import { inventory, unrepair } from '../../node-runtime/sockets.js';
 import { checkpoint } from './checkpoint.js';
@@ -34,6 +35,16 @@ export async function inventoryPod(ctx: NodeContext, req: MigStep): Promise<Inve
   return {
     ip: rec.ip, mac: rec.mac, initPid: rec.init.pid, sockets: await inventory(rec.netns),
     ...(rec.port !== undefined ? { port: rec.port } : {}),
+  };
+}
+
+/** Read-only: the memory a checkpoint of the pod would carry, its dirty rate, and its connections. */
+export async function estimatePod(ctx: NodeContext, req: EstimateRequest): Promise<EstimateReply> {
+  const rec = await sourcePod(ctx, req.pod);
+  const [scan, sockets] = await Promise.all([scanMemory(rec.init.pid, req.intervalMs), inventory(rec.netns)]);
+  return {
+    memoryBytes: scan.bytes, zeroBytes: scan.zeroPages * 4096, dirtyBytesPerSec: scan.dirtyBytesPerSec,
+    processes: scan.processes, connections: sockets.length, scanMs: scan.scanMs,
   };
 }
 

@@ -98,7 +98,7 @@ test.serial('kubectl-podmotion offers the same verbs', async (t) => {
   t.regex(st.stdout, /^Phase: Complete/);
 });
 
-test.serial('the coordinator is discoverable as a NATS micro service with its five endpoints', async (t) => {
+test.serial('the coordinator is discoverable as a NATS micro service with its six endpoints', async (t) => {
   const { connectBus } = await import('../../bus/connection.js');
   const { adminBus } = await import('../../node-runtime/local-cluster.js');
   const { readClusterRecord } = await import('../../node-runtime/records.js');
@@ -108,7 +108,7 @@ test.serial('the coordinator is discoverable as a NATS micro service with its fi
     t.is(info.type, 'io.nats.micro.v1.info_response');
     t.is(info.name, 'podmotion');
     t.deepEqual(info.endpoints.map((e: { subject: string }) => e.subject).sort(),
-      ['podmotion.v1.api.cancel', 'podmotion.v1.api.list', 'podmotion.v1.api.migrate', 'podmotion.v1.api.status', 'podmotion.v1.api.watch']);
+      ['podmotion.v1.api.cancel', 'podmotion.v1.api.estimate', 'podmotion.v1.api.list', 'podmotion.v1.api.migrate', 'podmotion.v1.api.status', 'podmotion.v1.api.watch']);
     const stats = JSON.parse(new TextDecoder().decode((await nc.request('$SRV.STATS.podmotion', new Uint8Array(), { timeout: 3000 })).data));
     const migrate = stats.endpoints.find((e: { name: string }) => e.name === 'migrate');
     t.true(migrate.num_requests >= 3, 'the migrations of earlier tests were counted');
@@ -171,4 +171,21 @@ test.serial('a dual-stack server (IPv6 socket, IPv4 clients) keeps its connectio
     load.kill();
     await cli(['pod', 'delete', 'dual', '--cluster', CLUSTER]);
   }
+});
+
+test.serial('estimate measures the pod without touching it and predicts from completed migrations', async (t) => {
+  const before = await podNode(CLUSTER);
+  const e = await cliJson(['estimate', 'counter', '--cluster', CLUSTER]);
+  t.true(e.migratable, e.reasons.join('; '));
+  t.is(e.sourceNode, before);
+  t.true(e.memoryBytes > 1 << 20, `memory ${e.memoryBytes}`);
+  t.true(e.dirtyBytesPerSec >= 0);
+  t.is(e.connections, 8);
+  t.true(e.predictedFreezeMs > 0, e.predictionBasis);
+  t.regex(e.predictionBasis, /completed migrations/);
+  t.deepEqual((await bed!.load.mark()).errors, [], 'the pod kept serving');
+  t.is(await podNode(CLUSTER), before, 'nothing moved');
+  const bad = await cli(['estimate', 'counter', '--to-node', 'node-9', '--cluster', CLUSTER]);
+  t.is(bad.code, 1);
+  t.regex(bad.stdout, /^Migratable: No \(node node-9 not found/);
 });
