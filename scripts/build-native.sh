@@ -8,8 +8,10 @@ mkdir -p "$root/dist/native"
 # Native helpers: criu-shim/native/NAME.c becomes dist/native/pm-NAME; node-runtime/native/pm-NAME.c keeps its
 # name. Plain C, no extra libraries.
 build() {
-  local src=$1 out=$2
-  if [ ! -f "$out" ] || [ "$src" -nt "$out" ]; then
+  local src=$1 out=$2 stale=0 h
+  [ -f "$out" ] && [ ! "$src" -nt "$out" ] || stale=1
+  for h in "$(dirname "$src")"/*.h; do [ "$h" -nt "$out" ] && stale=1; done
+  if [ "$stale" = 1 ]; then
     gcc -O2 -Wall -Werror -o "$out.tmp" "$src"
     mv "$out.tmp" "$out"
   fi

@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pidns.h"
+
 #define PAGE 4096UL
 #define CHUNK (256 * PAGE)
 #define MAX_REGIONS 65536
@@ -61,8 +63,9 @@ static uint64_t hash_page(const unsigned char *p)
 	return h ^ (h >> 29);
 }
 
-static void add_regions(int pid)
+static void add_regions(int pid, void *unused)
 {
+	(void)unused;
 	char path[64], line[512];
 	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
 	FILE *f = fopen(path, "r");
@@ -135,24 +138,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: pm-memscan --pid PID [--interval-ms 0..60000]\n");
 		return 2;
 	}
-	char nspath[64];
-	struct stat rootns, st;
-	snprintf(nspath, sizeof(nspath), "/proc/%d/ns/pid", root);
-	if (stat(nspath, &rootns))
-		die(nspath);
-	DIR *proc = opendir("/proc");
-	if (!proc)
-		die("/proc");
-	struct dirent *e;
-	while ((e = readdir(proc))) {
-		int pid = atoi(e->d_name);
-		if (pid <= 0)
-			continue;
-		snprintf(nspath, sizeof(nspath), "/proc/%d/ns/pid", pid);
-		if (!stat(nspath, &st) && st.st_ino == rootns.st_ino && st.st_dev == rootns.st_dev)
-			add_regions(pid);
-	}
-	closedir(proc);
+	if (for_each_pid_in_ns(root, add_regions, NULL))
+		die("the pod's pid namespace");
 	unsigned char *buf = aligned_alloc(PAGE, CHUNK);
 	if (!buf)
 		die("aligned_alloc");

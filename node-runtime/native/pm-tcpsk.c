@@ -25,6 +25,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "pidns.h"
+
 #ifndef TCP_REPAIR_OFF
 #define TCP_REPAIR_OFF 0
 #endif
@@ -178,6 +180,16 @@ static void scan_process(int pid, int unrepair, int force)
 	closedir(d);
 }
 
+struct opts {
+	int unrepair, force;
+};
+
+static void visit(int pid, void *arg)
+{
+	struct opts *o = arg;
+	scan_process(pid, o->unrepair, o->force);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4 || strcmp(argv[2], "--pid")) {
@@ -190,25 +202,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	int force = argc > 4 && !strcmp(argv[4], "--force");
-	int root = atoi(argv[3]);
-	char nspath[64];
-	struct stat rootns, st;
-	snprintf(nspath, sizeof(nspath), "/proc/%d/ns/pid", root);
-	if (stat(nspath, &rootns))
-		die(nspath);
-	DIR *proc = opendir("/proc");
-	if (!proc)
-		die("/proc");
-	struct dirent *e;
-	while ((e = readdir(proc))) {
-		int pid = atoi(e->d_name);
-		if (pid <= 0)
-			continue;
-		snprintf(nspath, sizeof(nspath), "/proc/%d/ns/pid", pid);
-		if (stat(nspath, &st) || st.st_ino != rootns.st_ino || st.st_dev != rootns.st_dev)
-			continue;
-		scan_process(pid, unrepair, force);
-	}
-	closedir(proc);
+	struct opts o = { unrepair, force };
+	if (for_each_pid_in_ns(atoi(argv[3]), visit, &o))
+		die("the pod's pid namespace");
 	return 0;
 }
