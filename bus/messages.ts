@@ -1,5 +1,5 @@
 /** Shapes of the messages node agents exchange. Every decode checks one of these. */
-import { arr, bool, literal, num, obj, optional, record, str, type Infer } from './schema.js';
+import { arr, bool, num, obj, optional, record, str, type Infer } from './schema.js';
 
 const name = () => str({ minLength: 1, maxLength: 63, pattern: /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/ });
 
@@ -78,6 +78,3 @@ export type PodLogs = Infer<typeof PodLogs>;
 
 export const NodeInfo = obj({ registration: NodeRegistration, pods: num({ int: true, min: 0 }) });
 export type NodeInfo = Infer<typeof NodeInfo>;
-
-export const HeartbeatEvent = obj({ type: literal('heartbeat'), node: name(), atMs: num() });
-export type HeartbeatEvent = Infer<typeof HeartbeatEvent>;

@@ -7,15 +7,14 @@ import { spawn } from 'node:child_process';
 import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { Kvm } from '@nats-io/kv';
 import { connectBus, type BusAddress } from '../bus/connection.js';
 import { removeStore, startEmbedded } from '../bus/embedded.js';
 import { ConflictError, NodeOperationError, NotFoundError } from '../bus/errors.js';
 import { ensureIdentities, inboxPrefixOf, type IdentitySpec } from '../bus/identity.js';
 import { ensureBusResources } from '../bus/jetstream.js';
 import { Buckets, Subjects } from '../bus/subjects.js';
-import { NodeRegistration } from '../bus/messages.js';
-import { createCodec } from '../bus/codec.js';
+import type { NodeRegistration } from '../bus/messages.js';
+import { readRegistrations } from '../bus/registry.js';
 import { BPF_PIN_ROOT, CLI_ENTRY, IMAGES_ROOT, agentLogFile, clusterDir, coordinatorLogFile, credsDir } from './constants.js';
 import { createFabric, destroyFabric } from './fabric.js';
 import { planCluster, type ClusterPlan } from './plan.js';
@@ -26,7 +25,6 @@ import { listPodRecords, readClusterRecord, removeClusterDir, writeClusterRecord
 /** Agents measure capabilities (criu check) before registering; allow for a slow first CRIU start. */
 export const AGENTS_READY_TIMEOUT_MS = 30_000;
 
-const registrationCodec = createCodec(NodeRegistration, 'node registration');
 
 /** The identities of a cluster's bus: an admin (CLI, coordinator) and one restricted identity per node. */
 export function identitySpecs(plan: ClusterPlan): IdentitySpec[] {
@@ -90,14 +88,10 @@ export async function startCoordinatorProcess(rec: ClusterRecord, bus: BusAddres
 
 /** Waits until every node of the plan has a registration in the nodes bucket. */
 export async function waitForAgents(nc: NatsConnection, plan: ClusterPlan, timeoutMs: number): Promise<NodeRegistration[]> {
-  const kv = await new Kvm(nc).open(Buckets.nodes);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const regs: NodeRegistration[] = [];
-    for (const n of plan.nodes) {
-      const e = await kv.get(n.name);
-      if (e && e.operation === 'PUT') regs.push(registrationCodec.decode(e.value));
-    }
+    const live = await readRegistrations(nc);
+    const regs = plan.nodes.flatMap((n) => live.get(n.name) ?? []);
     if (regs.length === plan.nodes.length) return regs;
     if (Date.now() > deadline) {
       const missing = plan.nodes.filter((n) => !regs.some((r) => r.node === n.name)).map((n) => n.name);
