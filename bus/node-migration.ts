@@ -16,7 +16,7 @@ const mac = () => str({ maxLength: 17, pattern: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/
 /** Node verbs of the migration actors (joined to `podmotion.v1.node.<node>.`). */
 export const MIG_VERBS = [
   'mig.inventory', 'mig.prepare', 'mig.arm', 'mig.freeze', 'mig.restore', 'mig.disengage', 'mig.holdStats',
-  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.estimate', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'relay.route',
+  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.estimate', 'mig.precopy.prepare', 'mig.precopy.round', 'mig.precopy.commit', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'relay.route',
 ] as const;
 export type MigVerb = (typeof MIG_VERBS)[number];
 
@@ -45,18 +45,31 @@ export const EstimateReply = obj({
 });
 export type EstimateReply = Infer<typeof EstimateReply>;
 
+/** One pre-copy round: the destination opens a receiver, the source sends what changed, the destination keeps it. */
+export const RoundRef = obj({ id: id(), pod: name(), round: num({ int: true, min: 1, max: 1000 }) });
+export type RoundRef = Infer<typeof RoundRef>;
+export const RoundReply = obj({
+  pages: num({ int: true, min: 0 }), newPages: num({ int: true, min: 0 }), bytes: num({ int: true, min: 0 }),
+  scanMs: num({ min: 0 }), transferMs: num({ min: 0 }),
+});
+export type RoundReply = Infer<typeof RoundReply>;
+
 export const PrepareRequest = obj({ id: id(), pod: name(), ip: ipv4(), mac: mac(), sourceNode: name() });
 export type PrepareRequest = Infer<typeof PrepareRequest>;
 export const PrepareReply = obj({ host: ipv4(), port: num({ int: true }), key: bytes({ maxBytes: 64 }) });
+export const RoundRequest = obj({ id: id(), pod: name(), round: num({ int: true, min: 1, max: 1000 }), target: PrepareReply, bandwidthMbps: optional(num({ min: 1 })) });
+export type RoundRequest = Infer<typeof RoundRequest>;
 export type PrepareReply = Infer<typeof PrepareReply>;
 
 export const ArmReply = obj({ armedAtMs: num(), waitedMs: num() });
 export type ArmReply = Infer<typeof ArmReply>;
 
-export const FreezeRequest = obj({ id: id(), pod: name(), networkContinuity: bool(), target: PrepareReply });
+export const FreezeRequest = obj({ id: id(), pod: name(), networkContinuity: bool(), target: PrepareReply, bandwidthMbps: optional(num({ min: 1 })) });
 export type FreezeRequest = Infer<typeof FreezeRequest>;
 export const FreezeReply = obj({
   frozenAtMs: num(), dumpMs: num(), transferMs: num(), bytes: num(), files: num({ int: true }),
+  /** Pages sent by reference because a pre-copy round had delivered them already. */
+  referencedPages: optional(num({ int: true, min: 0 })), wireBytes: optional(num({ int: true, min: 0 })),
   sockets: arr(SocketSeq, { maxItems: 65_536 }),
 });
 export type FreezeReply = Infer<typeof FreezeReply>;
@@ -64,7 +77,8 @@ export type FreezeReply = Infer<typeof FreezeReply>;
 export const RestoreRequest = obj({ id: id(), pod: name(), sourceNode: name(), networkContinuity: bool() });
 export type RestoreRequest = Infer<typeof RestoreRequest>;
 export const RestoreReply = obj({
-  resumedAtMs: num(), restoreMs: num(), initPid: num({ int: true }), reopened: optional(num({ int: true })), sockets: arr(SocketSeq, { maxItems: 65_536 }),
+  resumedAtMs: num(), restoreMs: num(), initPid: num({ int: true }), reopened: optional(num({ int: true })),
+  pagesFromCache: optional(num({ int: true, min: 0 })), sockets: arr(SocketSeq, { maxItems: 65_536 }),
 });
 export type RestoreReply = Infer<typeof RestoreReply>;
 

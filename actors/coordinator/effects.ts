@@ -7,10 +7,11 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { request } from '../../bus/rpc.js';
 import { Subjects } from '../../bus/subjects.js';
 import { InvalidRequestError, NodeOperationError, PreconditionError } from '../../bus/errors.js';
-import type { FreezeReply, InventoryReply, PrepareReply, SocketSeq } from '../../bus/node-migration.js';
+import type { FreezeReply, InventoryReply, PrepareReply, RoundReply, SocketSeq } from '../../bus/node-migration.js';
 import type { NodeRegistration } from '../../bus/messages.js';
 import { phaseTimeoutMs, type MigrationStatus, type WorkPhase } from '../../machines/index.js';
 import { migCodecs as c } from './codecs.js';
+import type { Clock } from '../../common/clock.js';
 import { planVolumes } from '../storage/index.js';
 
 /** What effects need from the coordinator. */
@@ -20,6 +21,7 @@ export interface EffectDeps {
   registrations(): Promise<Map<string, NodeRegistration>>;
   /** Overlay members that are not nodes (the local cluster's client namespace): route them here. */
   routeExtraMembers(podIp: string, vtepIp: string): Promise<void>;
+  clock: Clock;
   /** Per-migration secrets that must never enter a status (the image stream key). */
   secrets: Map<string, PrepareReply>;
   /** Per-connection sequence state before and after, kept out of the status (it can be large). */
@@ -29,6 +31,14 @@ export interface EffectDeps {
 export type Json = Record<string, unknown>;
 /** Connections listed in a status at most; the counts are always complete. */
 export const STATUS_SAMPLE = 32;
+/** Pre-copy limits (named, as KubeVirt names them): rounds, time, and when rounds count as converged or stalled. */
+export const PRECOPY_MAX_ROUNDS = 8;
+export const PRECOPY_MAX_MS = 120_000;
+/** Converged when a round sends under 4 MiB, or under 5 % of the first round: the rest fits in the freeze. */
+export const PRECOPY_CONVERGED_BYTES = 4 << 20;
+export const PRECOPY_CONVERGED_FRACTION = 0.05;
+/** Stalled when two rounds in a row send at least 90 % of the round before. */
+export const PRECOPY_STALL_RATIO = 0.9;
 /** One effect: the machine's status in, a JSON-safe result out. */
 export type Effect = (status: MigrationStatus) => Promise<Json>;
 
@@ -104,7 +114,7 @@ export function createEffects(deps: EffectDeps) {
       for (const r of [src, dst]) {
         if (!r.capabilities.criuOk) throw new PreconditionError(`node ${r.node} has no working CRIU: ${r.capabilities.criuProblem ?? 'criu check failed'}`);
       }
-      if (s.spec.strategy !== 'Cold') throw new InvalidRequestError(`strategy ${s.spec.strategy} is not available yet; use --strategy Cold`);
+      if (s.spec.strategy === 'PostCopy') throw new InvalidRequestError('strategy PostCopy is not available yet; use --strategy PreCopy or Cold');
       // Pods of the local cluster declare no volumes yet: the storage-tier actor plans nothing for them.
       let volumes;
       try {
@@ -124,7 +134,27 @@ export function createEffects(deps: EffectDeps) {
     }),
 
     preCopyMemory: effect(async (s) => {
-      throw new InvalidRequestError(`strategy ${s.spec.strategy} is not available yet; use --strategy Cold`);
+      const rounds: Array<RoundReply & { round: number; dirtyBytesPerSec: number }> = [];
+      const t0 = deps.clock.nowMs();
+      let stop = 'max-rounds';
+      for (let round = 1; round <= PRECOPY_MAX_ROUNDS; round++) {
+        const ref = { ...step(s), round };
+        const target = await ask(s.spec.destinationNode, 'mig.precopy.prepare', c.roundRef, c.prepareReply, ref, s, 'PreCopyMemory');
+        const r = await ask(s.spec.sourceNode, 'mig.precopy.round', c.round, c.roundReply,
+          { ...ref, target, ...(s.spec.bandwidthMbps !== undefined ? { bandwidthMbps: s.spec.bandwidthMbps } : {}) }, s, 'PreCopyMemory');
+        await ask(s.spec.destinationNode, 'mig.precopy.commit', c.roundRef, c.done, ref, s, 'PreCopyMemory');
+        const prev = rounds.at(-1);
+        const sinceMs = prev ? r.scanMs + prev.transferMs : r.scanMs;
+        rounds.push({ ...r, round, dirtyBytesPerSec: prev ? Math.round((r.newPages * 4096 * 1000) / Math.max(1, sinceMs)) : 0 });
+        const first = rounds[0]!.bytes;
+        if (round > 1 && r.bytes <= Math.max(PRECOPY_CONVERGED_BYTES, first * PRECOPY_CONVERGED_FRACTION)) { stop = 'converged'; break; }
+        // Stall, as KubeVirt judges it: rounds no longer shrink (the pod dirties memory as fast as it moves).
+        if (rounds.length >= 3 && rounds.slice(-2).every((x, i) => x.bytes >= PRECOPY_STALL_RATIO * rounds[rounds.length - 3 + i]!.bytes)) { stop = 'stalled'; break; }
+        if (deps.clock.nowMs() - t0 > PRECOPY_MAX_MS) { stop = 'time-limit'; break; }
+      }
+      const sent = rounds.reduce((a, x) => a + x.bytes, 0);
+      return { rounds: rounds.slice(0, STATUS_SAMPLE), roundCount: rounds.length, bytesSent: sent, stopped: stop, then: 'stop-and-copy',
+        memoryBytes: rounds[0]!.pages * 4096, lastRoundBytes: rounds.at(-1)!.bytes };
     }),
 
     armHold: effect(async (s) => ({ ...(await ask(s.spec.sourceNode, 'mig.arm', c.step, c.arm, step(s), s, 'ZeroWindowArm')) })),
@@ -133,7 +163,8 @@ export function createEffects(deps: EffectDeps) {
       const target = deps.secrets.get(s.spec.id);
       if (!target) throw new PreconditionError('the destination image receiver is unknown (coordinator restarted?)');
       const r = await ask(s.spec.sourceNode, 'mig.freeze', c.freeze, c.freezeReply,
-        { ...step(s), networkContinuity: s.spec.networkContinuity, target }, s, 'FinalFreeze');
+        { ...step(s), networkContinuity: s.spec.networkContinuity, target,
+          ...(s.spec.bandwidthMbps !== undefined ? { bandwidthMbps: s.spec.bandwidthMbps } : {}) }, s, 'FinalFreeze');
       deps.sockets.set(s.spec.id, { before: r.sockets, after: [] });
       const { sockets, ...rest } = r;
       return { ...rest, connections: sockets.length };

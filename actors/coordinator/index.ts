@@ -74,7 +74,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const planning = new Set<string>();
   const newId = cfg.newId ?? ((pod: string) => `${pod}-${randomBytes(4).toString('hex')}`.slice(0, 63));
   const effects = createEffects({
-    nc, secrets: new Map(), sockets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: () => readRegistrations(nc),
+    nc, clock: cfg.clock, secrets: new Map(), sockets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: () => readRegistrations(nc),
   });
 
   async function persist(status: MigrationStatus): Promise<void> {
@@ -170,8 +170,8 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     }
     const src = regs.get(pod.node);
     if (src && !src.capabilities.criuOk) throw new PreconditionError(`node ${pod.node} has no working CRIU: ${src.capabilities.criuProblem ?? 'criu check failed'}`);
-    const strategy = req.strategy ?? 'Cold';
-    if (strategy !== 'Cold') throw new InvalidRequestError(`strategy ${strategy} is not available yet; use --strategy Cold`);
+    const strategy = req.strategy ?? 'PreCopy';
+    if (strategy === 'PostCopy') throw new InvalidRequestError('strategy PostCopy is not available yet; use --strategy PreCopy or Cold');
     return {
       id: newId(req.pod), pod: req.pod, sourceNode: pod.node, destinationNode: dest, strategy,
       networkContinuity: req.networkContinuity ?? true, dryRun: req.dryRun ?? false,
@@ -181,7 +181,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
 
   /** Read-only: would this pod move, what would it carry, and how long would it freeze? */
   async function estimate(req: EstimateApiRequest): Promise<EstimateApiReply> {
-    const strategy = req.strategy ?? 'Cold';
+    const strategy = req.strategy ?? 'PreCopy';
     const reply: EstimateApiReply = { pod: req.pod, strategy, migratable: false, reasons: [], storageTier: 'none (the pod has no volumes)', predictionBasis: '' };
     let spec: MigrationSpec | undefined;
     try {
@@ -200,7 +200,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       const p = predictFreeze([...latest.values()], m.memoryBytes);
       reply.predictionBasis = p.basis;
       if (p.freezeMs !== undefined && strategy === 'Cold') reply.predictedFreezeMs = p.freezeMs;
-      if (strategy !== 'Cold') reply.predictionBasis = `no prediction for ${strategy}: only Cold migrations run yet`;
+      if (strategy !== 'Cold') reply.predictionBasis = `no prediction for ${strategy} yet: predictions are fitted to completed Cold migrations (use --strategy Cold)`;
     } else {
       reply.predictionBasis = 'no prediction: the pod was not found';
     }

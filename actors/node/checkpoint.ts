@@ -10,6 +10,7 @@ import { sendDirectory } from '../../criu-shim/transfer/index.js';
 import type { FreezeReply, PrepareReply, SocketSeq } from '../../bus/node-migration.js';
 import { criuBinary } from '../../node-runtime/constants.js';
 import { readSeqs } from '../../node-runtime/sockets.js';
+import { encodeImages } from '../../node-runtime/pages.js';
 import type { NodeContext } from './context.js';
 
 async function dirBytes(dir: string): Promise<number> {
@@ -27,6 +28,9 @@ export async function checkpoint(ctx: NodeContext, o: {
   pid: number; netns: string; pin: string; dir: string; target: PrepareReply;
   /** Close the peers' window at CRIU's pre-dump (start-up done, nothing frozen yet) and wait until quiet. */
   zeroWindowQuiesceMs?: number;
+  /** Pre-copy state: pages it lists go as references (see node-runtime/pages.ts). */
+  precopyState?: string;
+  bandwidthMbps?: number;
 }): Promise<FreezeReply> {
   await rm(o.dir, { recursive: true, force: true });
   await mkdir(o.dir, { recursive: true, mode: 0o700 });
@@ -52,9 +56,16 @@ export async function checkpoint(ctx: NodeContext, o: {
   });
   const dumpMs = ctx.clock.nowMs() - frozenAtMs;
   const bytes = await dirBytes(o.dir);
+  const encoded = o.precopyState === undefined ? undefined : await encodeImages(o.dir, o.precopyState);
   const t0 = ctx.clock.nowMs();
-  const sent = await sendDirectory({ host: o.target.host, port: o.target.port, key: Buffer.from(o.target.key), dir: o.dir });
-  return { frozenAtMs, dumpMs, transferMs: ctx.clock.nowMs() - t0, bytes, files: sent.files, sockets };
+  const sent = await sendDirectory({
+    host: o.target.host, port: o.target.port, key: Buffer.from(o.target.key), dir: o.dir,
+    ...(o.bandwidthMbps !== undefined ? { bandwidthMbps: o.bandwidthMbps } : {}),
+  });
+  return {
+    frozenAtMs, dumpMs, transferMs: ctx.clock.nowMs() - t0, bytes, files: sent.files, sockets, wireBytes: sent.bytes,
+    ...(encoded ? { referencedPages: encoded.referenced } : {}),
+  };
 }
 
 export interface Restored {

@@ -17,6 +17,7 @@ import { podHostIface, podMac } from '../../node-runtime/plan.js';
 import { pidsInNetns, netnsInode, refOf } from '../../node-runtime/procs.js';
 import { listPodRecords, readPodRecord, removePodRecord, writePodRecord } from '../../node-runtime/records.js';
 import { restoreInto } from './checkpoint.js';
+import { decodeIfPrecopied, removePrecopy } from './precopy.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
 
@@ -48,6 +49,7 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   await m.receiver.done;
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
+  const fromCache = await decodeIfPrecopied(ctx, req.id, imagesDir(ctx.cluster, req.id, 'destination'));
   m.restoreStarted = true;
   const r = await restoreInto(ctx, { netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), networkContinuity: req.networkContinuity });
   const init = await refOf(r.pid);
@@ -64,7 +66,7 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   const reopened = req.networkContinuity
     ? await ctx.hold.reopen({ netns, flowsPin: holdPinDir(ctx.cluster, req.sourceNode, req.pod) })
     : 0;
-  m.restored = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets, reopened };
+  m.restored = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets, reopened, pagesFromCache: fromCache };
   return m.restored;
 }
 
@@ -111,6 +113,7 @@ export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req
   await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: podHostIface(req.pod), pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod) });
   m.receiver?.close();
   await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
+  await removePrecopy(ctx, req.id);
 }
 
 /** Rollback on the destination: kill whatever was restored, remove the namespace, the hold and the images. */
@@ -132,5 +135,7 @@ export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | u
   await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: podHostIface(req.pod), pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod) });
   await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
   await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
+  for (const rx of m?.rounds.values() ?? []) rx.close();
+  await removePrecopy(ctx, req.id);
   return `destination discarded (${pids.length} processes killed)`;
 }

@@ -7,6 +7,7 @@ import type { NodeContext } from './context.js';
 import { armHold, cutoverSource, estimatePod, freezePod, inventoryPod, rollbackSource } from './source.js';
 import { cutoverDestination, disengage, hasRestoredCopy, holdStats, preparePod, probe, restorePod, rollbackDestination } from './destination.js';
 import { route } from './relay.js';
+import { precopyCommit, precopyPrepare, precopySend } from './precopy.js';
 import { reclaimAbort, reclaimFreeze, reclaimPrepare, reclaimRestore } from './reclaim.js';
 import { forgetMigration, migrationState, serialized } from './state.js';
 
@@ -21,6 +22,9 @@ export function registerMigrationActors(ctx: NodeContext): Subscription[] {
   return [
     serve(nc, at('mig.inventory'), c.step, c.inventory, (r) => inventoryPod(ctx, r), { onError }),
     serve(nc, at('mig.estimate'), c.estimate, c.estimateReply, (r) => estimatePod(ctx, r), { onError }),
+    serve(nc, at('mig.precopy.prepare'), c.roundRef, c.prepareReply, (r) => step(r.id, r.pod, () => precopyPrepare(ctx, migrationState(r.id, r.pod), r)), { onError }),
+    serve(nc, at('mig.precopy.round'), c.round, c.roundReply, (r) => step(r.id, r.pod, () => precopySend(ctx, r)), { onError }),
+    serve(nc, at('mig.precopy.commit'), c.roundRef, c.done, (r) => precopyCommit(migrationState(r.id, r.pod), r), { onError }),
     serve(nc, at('mig.prepare'), c.prepare, c.prepareReply, (r) => step(r.id, r.pod, () => preparePod(ctx, migrationState(r.id, r.pod), r)), { onError }),
     serve(nc, at('mig.arm'), c.step, c.arm, (r) => step(r.id, r.pod, () => armHold(ctx, r)), { onError }),
     serve(nc, at('mig.freeze'), c.freeze, c.freezeReply, (r) => step(r.id, r.pod, async () => {

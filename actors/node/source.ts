@@ -10,6 +10,8 @@ import { scanMemory } from '../../node-runtime/memscan.js';
 import { holdPinDir, imagesDir, podNetns } from '../../node-runtime/constants.js';
 import { inventory, unrepair } from '../../node-runtime/sockets.js';
 import { checkpoint } from './checkpoint.js';
+import { STATE_FILE, precopySourceDir, removePrecopy } from './precopy.js';
+import path from 'node:path';
 import { killPodProcesses, removePodNetwork } from '../../node-runtime/pods.js';
 import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runtime/records.js';
 import type { NodeContext } from './context.js';
@@ -68,9 +70,13 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   if (!req.networkContinuity) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
   const quiesceMs = armed.get(req.id);
   armed.delete(req.id);
+  const state = path.join(precopySourceDir(ctx, req.id), STATE_FILE);
+  const precopied = await stat(state).then(() => true, () => false);
   return checkpoint(ctx, {
     pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
     ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
+    ...(precopied ? { precopyState: state } : {}),
+    ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
   });
 }
 
@@ -112,12 +118,14 @@ export async function cutoverSource(ctx: NodeContext, req: MigStep): Promise<voi
     await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
   }
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
+  await removePrecopy(ctx, req.id);
 }
 
 /** Rollback on the source: open the hold, take sockets out of repair (each sends a window probe), resume. */
 export async function rollbackSource(ctx: NodeContext, req: MigStep): Promise<string> {
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
+  await removePrecopy(ctx, req.id);
   if (!rec) return 'no source copy on this node';
   return resumeInPlace(ctx, rec);
 }

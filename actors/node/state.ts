@@ -21,6 +21,8 @@ export interface NodeMigration {
   restoreStarted?: boolean;
   /** Host pid of the restored pod init on the destination. */
   restoredPid?: number;
+  /** Pre-copy rounds' receivers on the destination, by round number. */
+  rounds: Map<number, Receiver>;
   /** Serializes this migration's operations on this node: a rollback waits for a running dump. */
   tail: Promise<unknown>;
 }
@@ -33,7 +35,7 @@ export function migrationState(id: string, pod: string): NodeMigration {
   let m = table.get(id);
   if (!m) {
     if (table.size >= MAX_TRACKED) throw new Error(`more than ${MAX_TRACKED} migrations in flight on this node`);
-    m = { id, pod, tail: Promise.resolve() };
+    m = { id, pod, rounds: new Map(), tail: Promise.resolve() };
     table.set(id, m);
   }
   return m;

@@ -176,7 +176,20 @@ function writeAll(sock: tls.TLSSocket, buf: Buffer): Promise<void> {
 }
 
 /** Sends one file in large reads: images are read once, in order, inside the freeze. */
-async function sendFile(sock: tls.TLSSocket, file: string, size: number): Promise<void> {
+/** Paces a stream to a bandwidth cap: after each piece, waits until the average rate is back under it. */
+class Pacer {
+  private sent = 0;
+  private readonly t0 = performance.now();
+  constructor(private readonly bytesPerMs: number | undefined) {}
+  async account(n: number): Promise<void> {
+    this.sent += n;
+    if (this.bytesPerMs === undefined) return;
+    const due = this.sent / this.bytesPerMs - (performance.now() - this.t0);
+    if (due > 1) await new Promise((r) => setTimeout(r, due));
+  }
+}
+
+async function sendFile(sock: tls.TLSSocket, file: string, size: number, pacer: Pacer): Promise<void> {
   const fh = await open(file, 'r');
   try {
     let left = size;
@@ -186,6 +199,7 @@ async function sendFile(sock: tls.TLSSocket, file: string, size: number): Promis
       if (bytesRead === 0) throw new NodeOperationError(`image ${path.basename(file)} shrank while being sent`);
       left -= bytesRead;
       await writeAll(sock, buf.subarray(0, bytesRead));
+      await pacer.account(bytesRead);
     }
   } finally {
     await fh.close();
@@ -193,7 +207,7 @@ async function sendFile(sock: tls.TLSSocket, file: string, size: number): Promis
 }
 
 /** Streams every regular file of `dir` to a receiver; resolves once the receiver confirmed the stream. */
-export async function sendDirectory(opts: { host: string; port: number; key: Buffer; dir: string; signal?: AbortSignal }): Promise<TransferStats> {
+export async function sendDirectory(opts: { host: string; port: number; key: Buffer; dir: string; signal?: AbortSignal; bandwidthMbps?: number }): Promise<TransferStats> {
   const t0 = performance.now();
   const names = (await readdir(opts.dir)).sort();
   const sock = tls.connect({
@@ -215,12 +229,14 @@ export async function sendDirectory(opts: { host: string; port: number; key: Buf
     });
     let files = 0;
     let bytes = 0;
+    // --bandwidth-mbps: megabits per second, so bytes per millisecond is mbps * 1e6 / 8 / 1000.
+    const pacer = new Pacer(opts.bandwidthMbps === undefined ? undefined : opts.bandwidthMbps * 125);
     for (const name of names) {
       const file = path.join(opts.dir, name);
       const st = await stat(file);
       if (!st.isFile()) continue;
       await writeAll(sock, header(name, st.size));
-      await sendFile(sock, file, st.size);
+      await sendFile(sock, file, st.size, pacer);
       files++;
       bytes += st.size;
     }
