@@ -121,3 +121,21 @@ export const MigrationEvent = obj({
   status: MigrationStatusSchema,
 });
 export type MigrationEvent = Infer<typeof MigrationEvent>;
+
+/** Published per pre-copy round; field names follow KubeVirt's migration metrics where they fit. */
+export const ProgressEvent = obj({
+  type: literal('progress'),
+  id: str({ maxLength: 128 }),
+  phase: PhaseSchema,
+  round: num({ int: true, min: 1 }),
+  /** Bytes sent so far (kubevirt_vmi_migration_data_processed_bytes). */
+  dataProcessedBytes: num({ min: 0 }),
+  /** What the last round still found changed: what the freeze would send now (…_data_remaining_bytes). */
+  dataRemainingBytes: num({ min: 0 }),
+  /** (…_dirty_memory_rate_bytes) */
+  dirtyMemoryRateBytes: num({ min: 0 }),
+  /** (…_memory_transfer_rate_bytes) */
+  memoryTransferRateBytes: num({ min: 0 }),
+  atMs: num(),
+});
+export type ProgressEvent = Infer<typeof ProgressEvent>;

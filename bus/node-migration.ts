@@ -69,7 +69,7 @@ export type FreezeRequest = Infer<typeof FreezeRequest>;
 export const FreezeReply = obj({
   frozenAtMs: num(), dumpMs: num(), transferMs: num(), bytes: num(), files: num({ int: true }),
   /** Pages sent by reference because a pre-copy round had delivered them already. */
-  referencedPages: optional(num({ int: true, min: 0 })), wireBytes: optional(num({ int: true, min: 0 })),
+  referencedPages: optional(num({ int: true, min: 0 })), wireBytes: optional(num({ int: true, min: 0 })), encodeMs: optional(num({ min: 0 })),
   sockets: arr(SocketSeq, { maxItems: 65_536 }),
 });
 export type FreezeReply = Infer<typeof FreezeReply>;
@@ -78,7 +78,7 @@ export const RestoreRequest = obj({ id: id(), pod: name(), sourceNode: name(), n
 export type RestoreRequest = Infer<typeof RestoreRequest>;
 export const RestoreReply = obj({
   resumedAtMs: num(), restoreMs: num(), initPid: num({ int: true }), reopened: optional(num({ int: true })),
-  pagesFromCache: optional(num({ int: true, min: 0 })), sockets: arr(SocketSeq, { maxItems: 65_536 }),
+  pagesFromCache: optional(num({ int: true, min: 0 })), decodeMs: optional(num({ min: 0 })), sockets: arr(SocketSeq, { maxItems: 65_536 }),
 });
 export type RestoreReply = Infer<typeof RestoreReply>;
 

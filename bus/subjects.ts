@@ -16,7 +16,11 @@ export const Subjects = {
   /** Events a node publishes about itself (heartbeats, pod changes). */
   nodeEvents: (node: string) => `${API_ROOT}.events.node.${node}`,
   /** Migration events, one subject per migration: `podmotion.v1.events.migration.<id>`. */
-  migrationEvents: (id: string) => `${API_ROOT}.events.migration.${id}`,
+  migrationEvents: (id: string) => `${API_ROOT}.events.migration.${id}.phase`,
+  /** Progress within a phase (pre-copy rounds): `podmotion.v1.events.migration.<id>.progress`. */
+  migrationProgress: (id: string) => `${API_ROOT}.events.migration.${id}.progress`,
+  /** Every event of one migration, for watchers. */
+  migrationAll: (id: string) => `${API_ROOT}.events.migration.${id}.>`,
   /** The coordinator's API (migration start/status/watch/list/cancel). */
   api: (verb: ApiVerb) => `${API_ROOT}.api.${verb}`,
   eventsAll: `${API_ROOT}.events.>`,

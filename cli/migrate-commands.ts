@@ -3,7 +3,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { request } from '../bus/rpc.js';
 import { Subjects } from '../bus/subjects.js';
 import { apiCodecs as c } from '../actors/coordinator/codecs.js';
-import type { MigrateRequest } from '../bus/api.js';
+import type { MigrateRequest, ProgressEvent } from '../bus/api.js';
 import { PHASES, STRATEGIES, phaseLabel, type MigrationStatus, type Phase, type Strategy } from '../machines/index.js';
 import { checkName, intOption, parse, requirePositional } from './args.js';
 import { withCluster } from './context.js';
@@ -32,7 +32,8 @@ export function outcomeOf(s: MigrationStatus): Outcome {
  * path the CLI, the demo and the tests share.
  */
 export async function runMigration(nc: NatsConnection, req: MigrateRequest, timeoutMs: number,
-  onStart: (s: MigrationStatus) => void, onCondition: (s: MigrationStatus, phase: Phase) => void): Promise<MigrationStatus> {
+  onStart: (s: MigrationStatus) => void, onCondition: (s: MigrationStatus, phase: Phase) => void,
+  onProgress?: (p: ProgressEvent) => void): Promise<MigrationStatus> {
   const started = (await request(nc, Subjects.api('migrate'), c.migrate, c.statusReply, req, { timeoutMs: 15_000 })).status as MigrationStatus;
   onStart(started);
   const shown = new Set<Phase>();
@@ -43,7 +44,15 @@ export async function runMigration(nc: NatsConnection, req: MigrateRequest, time
         onCondition(s, cond.type);
       }
     }
-  });
+  }, onProgress);
+}
+
+const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+
+/** One line per pre-copy round, shown live under the phases. */
+export function printProgress(p: ProgressEvent): void {
+  process.stdout.write(`      round ${p.round}: ${mib(p.dataRemainingBytes)} MiB changed · ${mib(p.dataProcessedBytes)} MiB sent · ` +
+    `dirty ${mib(p.dirtyMemoryRateBytes)} MiB/s · ${mib(p.memoryTransferRateBytes)} MiB/s\n`);
 }
 
 export function printCondition(s: MigrationStatus, phase: Phase): void {
@@ -103,6 +112,8 @@ async function migrateCmd(argv: string[]): Promise<number> {
       if (!json) process.stdout.write(`migration ${spec.id}: ${spec.pod} ${spec.sourceNode} → ${spec.destinationNode} (${spec.strategy}${spec.dryRun ? ', dry run' : ''})\n`);
     }, (s, phase) => {
       if (!json) printCondition(s, phase);
+    }, (prog) => {
+      if (!json) printProgress(prog);
     });
     if (json) printJson({ ...final, outcome: outcomeOf(final) });
     else process.stdout.write(summaryLine(final) + '\n');

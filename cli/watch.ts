@@ -5,19 +5,25 @@ import { Streams, Subjects } from '../bus/subjects.js';
 import { TimeoutError } from '../bus/errors.js';
 import { apiCodecs } from '../actors/coordinator/codecs.js';
 import { isTerminal, type MigrationStatus } from '../machines/index.js';
+import type { ProgressEvent } from '../bus/api.js';
 
 /**
  * Calls onStatus for every phase event of the migration until it reaches a terminal phase (resolves
  * with that status) or timeoutMs passes (TimeoutError). Replays earlier events first, so nothing is missed.
  */
-export async function followMigration(nc: NatsConnection, id: string, timeoutMs: number, onStatus: (s: MigrationStatus) => void): Promise<MigrationStatus> {
+export async function followMigration(nc: NatsConnection, id: string, timeoutMs: number, onStatus: (s: MigrationStatus) => void,
+  onProgress?: (p: ProgressEvent) => void): Promise<MigrationStatus> {
   const js = jetstream(nc);
-  const consumer = await js.consumers.get(Streams.events.name, { filter_subjects: Subjects.migrationEvents(id) });
+  const consumer = await js.consumers.get(Streams.events.name, { filter_subjects: Subjects.migrationAll(id) });
   const messages = await consumer.consume();
   const timer = setTimeout(() => void messages.close(), timeoutMs);
   let last: MigrationStatus | undefined;
   try {
     for await (const m of messages) {
+      if (m.subject === Subjects.migrationProgress(id)) {
+        onProgress?.(apiCodecs.progress.decode(m.data));
+        continue;
+      }
       const ev = apiCodecs.event.decode(m.data);
       last = ev.status as MigrationStatus;
       onStatus(last);

@@ -20,6 +20,7 @@ export const apiCodecs = {
   estimateReq: createCodec(api.EstimateApiRequest, 'estimate request'),
   estimateReply: createCodec(api.EstimateApiReply, 'estimate reply'),
   event: createCodec(api.MigrationEvent, 'migration event'),
+  progress: createCodec(api.ProgressEvent, 'progress event'),
   stored: createCodec(StoredMigration, 'stored migration'),
 } as const;
 

@@ -9,6 +9,7 @@ import { Subjects } from '../../bus/subjects.js';
 import { InvalidRequestError, NodeOperationError, PreconditionError } from '../../bus/errors.js';
 import type { FreezeReply, InventoryReply, PrepareReply, RoundReply, SocketSeq } from '../../bus/node-migration.js';
 import type { NodeRegistration } from '../../bus/messages.js';
+import type { ProgressEvent } from '../../bus/api.js';
 import { phaseTimeoutMs, type MigrationStatus, type WorkPhase } from '../../machines/index.js';
 import { migCodecs as c } from './codecs.js';
 import type { Clock } from '../../common/clock.js';
@@ -22,6 +23,8 @@ export interface EffectDeps {
   /** Overlay members that are not nodes (the local cluster's client namespace): route them here. */
   routeExtraMembers(podIp: string, vtepIp: string): Promise<void>;
   clock: Clock;
+  /** Publishes progress within a phase (pre-copy rounds); never throws. */
+  progress(event: ProgressEvent): Promise<void>;
   /** Per-migration secrets that must never enter a status (the image stream key). */
   secrets: Map<string, PrepareReply>;
   /** Per-connection sequence state before and after, kept out of the status (it can be large). */
@@ -146,6 +149,12 @@ export function createEffects(deps: EffectDeps) {
         const prev = rounds.at(-1);
         const sinceMs = prev ? r.scanMs + prev.transferMs : r.scanMs;
         rounds.push({ ...r, round, dirtyBytesPerSec: prev ? Math.round((r.newPages * 4096 * 1000) / Math.max(1, sinceMs)) : 0 });
+        await deps.progress({
+          type: 'progress', id: s.spec.id, phase: 'PreCopyMemory', round, atMs: deps.clock.nowMs(),
+          dataProcessedBytes: rounds.reduce((a, x) => a + x.bytes, 0), dataRemainingBytes: r.bytes,
+          dirtyMemoryRateBytes: rounds.at(-1)!.dirtyBytesPerSec,
+          memoryTransferRateBytes: Math.round((r.bytes * 1000) / Math.max(1, r.transferMs)),
+        });
         const first = rounds[0]!.bytes;
         if (round > 1 && r.bytes <= Math.max(PRECOPY_CONVERGED_BYTES, first * PRECOPY_CONVERGED_FRACTION)) { stop = 'converged'; break; }
         // Stall, as KubeVirt judges it: rounds no longer shrink (the pod dirties memory as fast as it moves).

@@ -74,7 +74,11 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const planning = new Set<string>();
   const newId = cfg.newId ?? ((pod: string) => `${pod}-${randomBytes(4).toString('hex')}`.slice(0, 63));
   const effects = createEffects({
-    nc, clock: cfg.clock, secrets: new Map(), sockets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: () => readRegistrations(nc),
+    nc, clock: cfg.clock,
+    progress: async (ev) => {
+      await js.publish(Subjects.migrationProgress(ev.id), c.progress.encode(ev)).catch((e: Error) => log.warn({ err: e.message }, 'progress event not published'));
+    },
+    secrets: new Map(), sockets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: () => readRegistrations(nc),
   });
 
   async function persist(status: MigrationStatus): Promise<void> {
@@ -197,10 +201,9 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       const m = await request(nc, Subjects.node(source, 'mig.estimate'), migC.estimate, migC.estimateReply,
         { pod: req.pod, intervalMs: ESTIMATE_SAMPLE_MS }, { timeoutMs: ESTIMATE_SAMPLE_MS + 60_000 });
       Object.assign(reply, { memoryBytes: m.memoryBytes, dirtyBytesPerSec: Math.round(m.dirtyBytesPerSec), connections: m.connections });
-      const p = predictFreeze([...latest.values()], m.memoryBytes);
+      const p = predictFreeze([...latest.values()], m.memoryBytes, strategy);
       reply.predictionBasis = p.basis;
-      if (p.freezeMs !== undefined && strategy === 'Cold') reply.predictedFreezeMs = p.freezeMs;
-      if (strategy !== 'Cold') reply.predictionBasis = `no prediction for ${strategy} yet: predictions are fitted to completed Cold migrations (use --strategy Cold)`;
+      if (p.freezeMs !== undefined) reply.predictedFreezeMs = p.freezeMs;
     } else {
       reply.predictionBasis = 'no prediction: the pod was not found';
     }

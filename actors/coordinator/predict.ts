@@ -1,9 +1,9 @@
 /**
- * Predicting a Cold migration's freeze window from the ones this coordinator has seen complete: a least
- * squares line through (checkpoint bytes, freeze ms). Never a constant from elsewhere: without completed
+ * Predicting a migration's freeze window from the ones of the same strategy this coordinator has seen
+ * complete: a least squares line through (checkpoint bytes, freeze ms). Never a constant from elsewhere: without completed
  * migrations there is no prediction, and the basis says how far the prediction reaches.
  */
-import type { MigrationStatus } from '../../machines/index.js';
+import type { MigrationStatus, Strategy } from '../../machines/index.js';
 
 export interface Prediction {
   freezeMs?: number;
@@ -15,11 +15,11 @@ interface Sample {
   freezeMs: number;
 }
 
-/** Completed Cold migrations with both figures recorded. */
-export function samplesOf(statuses: readonly MigrationStatus[]): Sample[] {
+/** Completed migrations of one strategy with both figures recorded. */
+export function samplesOf(statuses: readonly MigrationStatus[], strategy: Strategy): Sample[] {
   const out: Sample[] = [];
   for (const s of statuses) {
-    if (s.phase !== 'Complete' || s.spec.strategy !== 'Cold') continue;
+    if (s.phase !== 'Complete' || s.spec.strategy !== strategy) continue;
     const bytes = (s.results['FinalFreeze'] as { bytes?: number } | undefined)?.bytes;
     const freezeMs = (s.results['Restore'] as { freezeMs?: number } | undefined)?.freezeMs;
     if (typeof bytes === 'number' && typeof freezeMs === 'number') out.push({ bytes, freezeMs });
@@ -30,9 +30,9 @@ export function samplesOf(statuses: readonly MigrationStatus[]): Sample[] {
 const mib = (b: number) => (b / (1 << 20)).toFixed(1);
 
 /** Predicts the freeze for a checkpoint of about `bytes` (the pod's writable memory). */
-export function predictFreeze(statuses: readonly MigrationStatus[], bytes: number): Prediction {
-  const xs = samplesOf(statuses);
-  if (xs.length < 2) return { basis: `no prediction yet: ${xs.length} completed Cold migration(s) on this cluster, 2 needed` };
+export function predictFreeze(statuses: readonly MigrationStatus[], bytes: number, strategy: Strategy = 'Cold'): Prediction {
+  const xs = samplesOf(statuses, strategy);
+  if (xs.length < 2) return { basis: `no prediction yet: ${xs.length} completed ${strategy} migration(s) on this cluster, 2 needed` };
   const n = xs.length;
   const mx = xs.reduce((a, s) => a + s.bytes, 0) / n;
   const my = xs.reduce((a, s) => a + s.freezeMs, 0) / n;

@@ -64,7 +64,7 @@ export async function checkpoint(ctx: NodeContext, o: {
   });
   return {
     frozenAtMs, dumpMs, transferMs: ctx.clock.nowMs() - t0, bytes, files: sent.files, sockets, wireBytes: sent.bytes,
-    ...(encoded ? { referencedPages: encoded.referenced } : {}),
+    ...(encoded ? { referencedPages: encoded.referenced, encodeMs: encoded.ms } : {}),
   };
 }
 

@@ -49,7 +49,7 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   await m.receiver.done;
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
-  const fromCache = await decodeIfPrecopied(ctx, req.id, imagesDir(ctx.cluster, req.id, 'destination'));
+  const decoded = await decodeIfPrecopied(ctx, req.id, imagesDir(ctx.cluster, req.id, 'destination'));
   m.restoreStarted = true;
   const r = await restoreInto(ctx, { netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), networkContinuity: req.networkContinuity });
   const init = await refOf(r.pid);
@@ -66,7 +66,7 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   const reopened = req.networkContinuity
     ? await ctx.hold.reopen({ netns, flowsPin: holdPinDir(ctx.cluster, req.sourceNode, req.pod) })
     : 0;
-  m.restored = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets, reopened, pagesFromCache: fromCache };
+  m.restored = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets, reopened, pagesFromCache: decoded.fromCache, decodeMs: decoded.ms };
   return m.restored;
 }
 

@@ -65,14 +65,14 @@ export async function precopyCommit(m: NodeMigration, req: RoundRef): Promise<Do
 }
 
 /** Destination, before restore: rebuild the checkpoint's pages from the deltas and the rounds' caches. */
-export async function decodeIfPrecopied(ctx: NodeContext, id: string, imagesDirPath: string): Promise<number> {
+export async function decodeIfPrecopied(ctx: NodeContext, id: string, imagesDirPath: string): Promise<{ fromCache: number; ms: number }> {
   const names = await readdir(imagesDirPath);
-  if (!names.some((n) => n.endsWith('.pmdelta'))) return 0;
+  if (!names.some((n) => n.endsWith('.pmdelta'))) return { fromCache: 0, ms: 0 };
   const base = destinationDir(ctx, id);
   const rounds = (await readdir(base).catch(() => [] as string[])).filter((d) => d.startsWith('round-')).sort();
   const caches = rounds.map((r) => path.join(base, r, CACHE_FILE));
   const r = await decodeImages(imagesDirPath, caches);
-  return r.fromCache;
+  return { fromCache: r.fromCache, ms: r.ms };
 }
 
 /** Removes the pre-copy state of a migration on this node (both roles; missing is fine). */

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -242,6 +243,9 @@ static int cmd_encode(const char *dir, const char *state)
 		FILE *fi = fopen(in, "r"), *fo = fopen(out, "w");
 		if (!fi || !fo)
 			die(in);
+		static char ibuf[1 << 20], obuf[1 << 20];
+		setvbuf(fi, ibuf, _IOFBF, sizeof(ibuf));
+		setvbuf(fo, obuf, _IOFBF, sizeof(obuf));
 		while (fread(page, PAGE, 1, fi) == 1) {
 			uint64_t h = hash_page(page);
 			unsigned char known = set_has(&sent, h, NULL) ? 0 : 1;
@@ -266,23 +270,26 @@ static int cmd_decode(const char *dir, char **caches, int ncaches)
 	double t0 = now_ms();
 	struct set index;
 	set_init(&index, 1 << 16);
-	int *fds = calloc(ncaches, sizeof(int));
-	if (!fds)
+	/* The caches are mapped, not read page by page: rebuilding a checkpoint is then memory copies only. */
+	const unsigned char **maps = calloc(ncaches, sizeof(*maps));
+	if (!maps)
 		die("out of memory");
 	/* Index: hash -> (cache number << 48 | offset of the page). */
 	for (int i = 0; i < ncaches; i++) {
-		fds[i] = open(caches[i], O_RDONLY);
-		if (fds[i] < 0)
+		int fd = open(caches[i], O_RDONLY);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st))
 			die(caches[i]);
-		FILE *f = fdopen(dup(fds[i]), "r");
-		uint64_t h, off = 0;
-		while (fread(&h, sizeof(h), 1, f) == 1) {
+		size_t len = (size_t)st.st_size;
+		maps[i] = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+		close(fd);
+		if (len && maps[i] == MAP_FAILED)
+			die(caches[i]);
+		for (size_t off = 0; off + sizeof(uint64_t) + PAGE <= len; off += sizeof(uint64_t) + PAGE) {
+			uint64_t h;
+			memcpy(&h, maps[i] + off, sizeof(h));
 			set_add(&index, h, ((uint64_t)i << 48) | (off + sizeof(h)));
-			if (fseek(f, PAGE, SEEK_CUR))
-				die(caches[i]);
-			off += sizeof(h) + PAGE;
 		}
-		fclose(f);
 	}
 	DIR *d = opendir(dir);
 	if (!d)
@@ -300,6 +307,8 @@ static int cmd_decode(const char *dir, char **caches, int ncaches)
 		FILE *fi = fopen(in, "r"), *fo = fopen(out, "w");
 		if (!fi || !fo)
 			die(in);
+		static char obuf[1 << 20];
+		setvbuf(fo, obuf, _IOFBF, sizeof(obuf));
 		unsigned char literal;
 		uint64_t h, where;
 		while (fread(&literal, 1, 1, fi) == 1) {
@@ -313,8 +322,7 @@ static int cmd_decode(const char *dir, char **caches, int ncaches)
 					errno = ENOENT;
 					die("a referenced page is not in the page cache");
 				}
-				if (pread(fds[where >> 48], page, PAGE, (off_t)(where & ((1ULL << 48) - 1))) != (ssize_t)PAGE)
-					die("page cache read");
+				memcpy(page, maps[where >> 48] + (where & ((1ULL << 48) - 1)), PAGE);
 				if (hash_page(page) != h) {
 					errno = EIO;
 					die("page cache entry does not match its hash");

@@ -175,7 +175,7 @@ test.serial('a dual-stack server (IPv6 socket, IPv4 clients) keeps its connectio
 
 test.serial('estimate measures the pod without touching it and predicts from completed migrations', async (t) => {
   const before = await podNode(CLUSTER);
-  const e = await cliJson(['estimate', 'counter', '--cluster', CLUSTER]);
+  const e = await cliJson(['estimate', 'counter', '--strategy', 'Cold', '--cluster', CLUSTER]);
   t.true(e.migratable, e.reasons.join('; '));
   t.is(e.sourceNode, before);
   t.true(e.memoryBytes > 1 << 20, `memory ${e.memoryBytes}`);

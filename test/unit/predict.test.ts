@@ -14,7 +14,8 @@ function done(bytes: number, freezeMs: number, phase: MigrationStatus['phase'] =
 test('no completed migrations, no prediction', (t) => {
   const p = predictFreeze([done(1e6, 100, 'RolledBack')], 1e6);
   t.is(p.freezeMs, undefined);
-  t.regex(p.basis, /^no prediction yet: 0 completed/);
+  t.regex(p.basis, /^no prediction yet: 0 completed Cold/);
+  t.regex(predictFreeze([done(1e6, 100), done(2e6, 150)], 1e6, 'PreCopy').basis, /^no prediction yet: 0 completed PreCopy/);
 });
 
 test('same-size samples give their mean and say the size dependence is unknown', (t) => {
