@@ -82,6 +82,7 @@ export interface Restored {
  */
 export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: string; dir: string; networkContinuity: boolean }): Promise<Restored> {
   const t0 = ctx.clock.nowMs();
+  const marks: string[] = [];
   let rootPid = 0;
   let sockets: SocketSeq[] = [];
   let resumedAtMs = 0;
@@ -90,6 +91,7 @@ export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: str
     networkLock: 'SKIP', logLevel: 2, inherit: [{ key: 'extnet', path: `/run/netns/${o.netns}` }],
   }, {
     onNotify: async (n) => {
+      marks.push(`${n.script}@${Math.round(ctx.clock.nowMs() - t0)}`);
       if (n.pid !== undefined && n.script === 'post-restore') rootPid = n.pid;
       if (n.script === 'network-unlock') {
         if (rootPid > 0 && o.networkContinuity) sockets = await readSeqs(rootPid);
@@ -99,5 +101,6 @@ export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: str
     },
   });
   await ctx.hold.setModes(o.pin, []);
+  ctx.log.info({ marks }, 'restore timeline (ms since start)');
   return { pid: r.pid, resumedAtMs: resumedAtMs || ctx.clock.nowMs(), restoreMs: ctx.clock.nowMs() - t0, sockets };
 }
