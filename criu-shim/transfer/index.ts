@@ -19,6 +19,8 @@ export const MAX_FILES = 100_000;
 const MAX_NAME_BYTES = 255;
 /** Read and write in 4 MiB pieces: few syscalls and event-loop turns per image, bounded memory. */
 const SEND_CHUNK_BYTES = 4 << 20;
+/** Received bytes are written in pieces of this size. */
+const RECEIVE_BATCH_BYTES = 4 << 20;
 /** A peer that connects but sends nothing for this long is not a migration peer. */
 export const TRANSFER_IDLE_TIMEOUT_MS = 30_000;
 
@@ -49,58 +51,87 @@ function safeName(name: string): string {
   return name;
 }
 
-/** Waits until the paused socket has more bytes and appends them to the buffer. */
-async function more(sock: tls.TLSSocket, chunks: { buf: Buffer }): Promise<void> {
-  for (;;) {
-    const parts: Buffer[] = chunks.buf.length === 0 ? [] : [chunks.buf];
-    for (let next: Buffer | null = sock.read(); next; next = sock.read()) parts.push(next);
-    if (parts.length > (chunks.buf.length === 0 ? 0 : 1)) {
-      chunks.buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-      return;
-    }
-    await new Promise<void>((resolve, reject) => {
-      const onReadable = () => { cleanup(); resolve(); };
-      const onEnd = () => { cleanup(); reject(new NodeOperationError('image stream ended early')); };
-      const onError = (e: Error) => { cleanup(); reject(e); };
-      const cleanup = () => {
-        sock.off('readable', onReadable); sock.off('end', onEnd); sock.off('error', onError);
-      };
-      sock.once('readable', onReadable);
-      sock.once('end', onEnd);
-      sock.once('error', onError);
-    });
-  }
-}
+/**
+ * What has arrived from a paused socket, kept as a list of pieces: bytes are copied once, when taken,
+ * never re-concatenated as more arrive.
+ */
+class Inbox {
+  private parts: Buffer[] = [];
+  length = 0;
+  constructor(private readonly sock: tls.TLSSocket) {}
 
-/** Reads exactly n bytes (n is small: a frame header). */
-async function readExact(sock: tls.TLSSocket, n: number, chunks: { buf: Buffer }): Promise<Buffer> {
-  while (chunks.buf.length < n) await more(sock, chunks);
-  const out = chunks.buf.subarray(0, n);
-  chunks.buf = chunks.buf.subarray(n);
-  return out;
+  /** Waits until more bytes have arrived (or the stream ended: an error). */
+  async more(): Promise<void> {
+    for (;;) {
+      let got = false;
+      for (let next: Buffer | null = this.sock.read(); next; next = this.sock.read()) {
+        this.parts.push(next);
+        this.length += next.length;
+        got = true;
+      }
+      if (got) return;
+      await new Promise<void>((resolve, reject) => {
+        const onReadable = () => { cleanup(); resolve(); };
+        const onEnd = () => { cleanup(); reject(new NodeOperationError('image stream ended early')); };
+        const onError = (e: Error) => { cleanup(); reject(e); };
+        const cleanup = () => {
+          this.sock.off('readable', onReadable); this.sock.off('end', onEnd); this.sock.off('error', onError);
+        };
+        this.sock.once('readable', onReadable);
+        this.sock.once('end', onEnd);
+        this.sock.once('error', onError);
+      });
+    }
+  }
+
+  /** Removes and returns the first n bytes (n <= length). */
+  take(n: number): Buffer {
+    const out: Buffer[] = [];
+    let need = n;
+    while (need > 0) {
+      const head = this.parts[0]!;
+      if (head.length <= need) {
+        out.push(head);
+        this.parts.shift();
+        need -= head.length;
+      } else {
+        out.push(head.subarray(0, need));
+        this.parts[0] = head.subarray(need);
+        need = 0;
+      }
+    }
+    this.length -= n;
+    return out.length === 1 ? out[0]! : Buffer.concat(out, n);
+  }
+
+  /** Exactly n bytes (n is small: a frame header). */
+  async exact(n: number): Promise<Buffer> {
+    while (this.length < n) await this.more();
+    return this.take(n);
+  }
 }
 
 async function receiveStream(sock: tls.TLSSocket, dir: string, maxBytes: number): Promise<TransferStats> {
   const t0 = performance.now();
-  const chunks = { buf: Buffer.alloc(0) };
+  const inbox = new Inbox(sock);
   let files = 0;
   let bytes = 0;
   for (;;) {
-    const nameLen = (await readExact(sock, 2, chunks)).readUInt16BE(0);
+    const nameLen = (await inbox.exact(2)).readUInt16BE(0);
     if (nameLen === 0) break;
     if (nameLen > MAX_NAME_BYTES) throw new NodeOperationError(`image stream: file name of ${nameLen} bytes`);
-    const name = safeName((await readExact(sock, nameLen, chunks)).toString('utf8'));
-    const size = Number((await readExact(sock, 8, chunks)).readBigUInt64BE(0));
+    const name = safeName((await inbox.exact(nameLen)).toString('utf8'));
+    const size = Number((await inbox.exact(8)).readBigUInt64BE(0));
     if (++files > MAX_FILES) throw new NodeOperationError(`image stream: more than ${MAX_FILES} files`);
     if ((bytes += size) > maxBytes) throw new NodeOperationError(`image stream: more than ${maxBytes} bytes`);
     const out = await open(path.join(dir, name), 'wx', 0o600);
     let left = size;
     try {
       while (left > 0) {
-        if (chunks.buf.length === 0) await more(sock, chunks);
-        // Gather what has arrived (up to the file's end) and write it in one call.
-        const take = chunks.buf.subarray(0, Math.min(left, chunks.buf.length));
-        chunks.buf = chunks.buf.subarray(take.length);
+        // Gather a large piece (or the rest of the file) before writing: one write per TLS record would make
+        // the disk round trips, not the network, the limit.
+        while (inbox.length < Math.min(left, RECEIVE_BATCH_BYTES)) await inbox.more();
+        const take = inbox.take(Math.min(left, inbox.length, RECEIVE_BATCH_BYTES));
         left -= take.length;
         await out.write(take);
       }
