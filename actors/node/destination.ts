@@ -119,6 +119,10 @@ export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req
 /** Rollback on the destination: kill whatever was restored, remove the namespace, the hold and the images. */
 export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | undefined, req: MigStep): Promise<string> {
   m?.receiver?.close();
+  for (const rx of m?.rounds.values() ?? []) rx.close();
+  // Images and page caches hold the pod's memory: they go first, whatever else fails below.
+  await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
+  await removePrecopy(ctx, req.id);
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   if (rec && rec.incoming === undefined) throw new NodeOperationError(`pod ${req.pod} is already served from ${ctx.node.name}; refusing to remove it`);
@@ -134,8 +138,5 @@ export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | u
   await removePodNetwork(netns);
   await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: podHostIface(req.pod), pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod) });
   await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
-  await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
-  for (const rx of m?.rounds.values() ?? []) rx.close();
-  await removePrecopy(ctx, req.id);
   return `destination discarded (${pids.length} processes killed)`;
 }
