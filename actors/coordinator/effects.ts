@@ -43,7 +43,7 @@ export const PRECOPY_CONVERGED_FRACTION = 0.05;
 /** Stalled when two rounds in a row send at least 90 % of the round before. */
 export const PRECOPY_STALL_RATIO = 0.9;
 /** One effect: the machine's status in, a JSON-safe result out. */
-export type Effect = (status: MigrationStatus) => Promise<Json>;
+export type Effect = (status: MigrationStatus, signal?: AbortSignal) => Promise<Json>;
 
 /** The VTEP address of a node: the .0 of its pod CIDR (flannel's convention, see node-runtime/plan.ts). */
 export function vtepOf(podCidr: string): string {
@@ -73,7 +73,7 @@ export function createEffects(deps: EffectDeps) {
   const ask = <Req, Res>(node: string, verb: Parameters<typeof Subjects.node>[1], reqC: { encode(v: Req): Uint8Array }, resC: { decode(d: Uint8Array): Res }, body: Req, status: MigrationStatus, phase: WorkPhase | 'RollingBack') =>
     request(nc, Subjects.node(node, verb), reqC as never, resC as never, body as never, { timeoutMs: phaseTimeoutMs(status.spec, phase as never) }) as Promise<Res>;
   const step = (s: MigrationStatus) => ({ id: s.spec.id, pod: s.spec.pod });
-  const effect = (fn: (s: MigrationStatus) => Promise<Json>) => fn;
+  const effect = (fn: (s: MigrationStatus, signal?: AbortSignal) => Promise<Json>) => fn;
 
   /**
    * Routes the pod IP to `node` on every overlay member. The `critical` nodes must succeed; a failure
@@ -136,11 +136,13 @@ export function createEffects(deps: EffectDeps) {
       return { receiver: `${reply.host}:${reply.port}` };
     }),
 
-    preCopyMemory: effect(async (s) => {
+    preCopyMemory: effect(async (s, signal) => {
       const rounds: Array<RoundReply & { round: number; dirtyBytesPerSec: number }> = [];
       const t0 = deps.clock.nowMs();
       let stop = 'max-rounds';
       for (let round = 1; round <= PRECOPY_MAX_ROUNDS; round++) {
+        // A cancelled or timed-out phase must not go on starting rounds behind its rollback.
+        if (signal?.aborted) throw new PreconditionError('pre-copy stopped: the phase was cancelled');
         const ref = { ...step(s), round };
         const target = await ask(s.spec.destinationNode, 'mig.precopy.prepare', c.roundRef, c.prepareReply, ref, s, 'PreCopyMemory');
         const r = await ask(s.spec.sourceNode, 'mig.precopy.round', c.round, c.roundReply,

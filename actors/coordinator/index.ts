@@ -98,7 +98,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   /** Test hook: after the real work of a phase, fail as if it had. */
   const withHook = (phase: Phase, effect: Effect) =>
     fromPromise<Record<string, unknown>, EffectInput>(async ({ input, signal }) => {
-      const out = await effect(input.status);
+      const out = await effect(input.status, signal);
       if (failAt.get(input.status.spec.id) === phase) throw new PreconditionError(`injected failure after ${phase} (test hook)`);
       if (pauseAt.get(input.status.spec.id) === phase) await sleep(cfg.clock, TEST_PAUSE_MS, signal).catch(() => {});
       return out;
