@@ -8,6 +8,8 @@ import { measureCapabilities } from '../node-runtime/capabilities.js';
 import { requireCluster } from '../node-runtime/local-cluster.js';
 import { registerMigrationActors } from '../actors/node/index.js';
 import { bpfHold } from '../actors/node/bpf-hold.js';
+import { holdPinDir } from '../node-runtime/constants.js';
+import type { PodRecord } from '../node-runtime/records.js';
 import { clusterName, parse } from './args.js';
 import { UsageError } from './output.js';
 
@@ -24,7 +26,14 @@ export async function agentCommand(argv: string[]): Promise<void> {
   const log = pino({ base: { component: 'agent', node: nodeName } });
   const capabilities = await measureCapabilities();
   const nc = await connectBus(bus, `podmotion-agent-${nodeName}`);
-  const agent = await startAgent({ cluster, node, nc, clock: systemClock, log, capabilities });
+  // Every pod gets its traffic hold when it starts, mode none: attaching one changes the veth's tc setup,
+  // which can cost an in-flight packet, so it must not happen on the eve of a freeze.
+  const pin = (pod: string) => holdPinDir(cluster, nodeName, pod);
+  const podHooks = {
+    started: (rec: PodRecord) => bpfHold.attach({ nodeNetns: node.netns, dev: rec.hostIface, podIp: rec.ip, pin: pin(rec.name), modes: [] }),
+    deleting: (rec: PodRecord) => bpfHold.detach({ nodeNetns: node.netns, dev: rec.hostIface, pin: pin(rec.name) }),
+  };
+  const agent = await startAgent({ cluster, node, nc, clock: systemClock, log, capabilities, podHooks });
   // Image streams between agents of the local cluster go over loopback: the agents share the host's network.
   const migration = registerMigrationActors({ cluster, node, nc, clock: systemClock, log, hold: bpfHold, dataHost: '127.0.0.1' });
   await new Promise<void>((resolve) => {

@@ -40,6 +40,8 @@ export interface AgentConfig {
   clock: Clock;
   log: Logger;
   capabilities: Capabilities;
+  /** Called after a pod started / before its deletion (the node actors keep a traffic hold on every pod). */
+  podHooks?: { started(rec: PodRecord): Promise<void>; deleting(rec: PodRecord): Promise<void> };
 }
 
 export interface Agent {
@@ -91,12 +93,14 @@ export async function startAgent(cfg: AgentConfig): Promise<Agent> {
     }), { onError }),
     serve(nc, Subjects.node(node.name, 'pod.run'), codecs.podRun, codecs.podInfo, (req) => serializeRuns(async () => {
       const rec = await runPod(cfg.cluster, node, { name: req.name, command: req.command, ...(req.port !== undefined ? { port: req.port } : {}) });
+      await cfg.podHooks?.started(rec).catch((e: Error) => log.warn({ pod: rec.name, err: e.message }, 'pod start hook failed'));
       log.info({ pod: rec.name, ip: rec.ip, pid: rec.init.pid }, 'pod started');
       return podInfo(rec);
     }), { onError }),
     serve(nc, Subjects.node(node.name, 'pod.delete'), codecs.podRef, codecs.podInfo, async (req) => {
       const rec = await ownPod(cfg, req.name);
       const info = await podInfo(rec);
+      await cfg.podHooks?.deleting(rec).catch((e: Error) => log.warn({ pod: rec.name, err: e.message }, 'pod delete hook failed'));
       await deletePod(cfg.cluster, node.name, req.name);
       log.info({ pod: req.name }, 'pod deleted');
       return { ...info, running: false };

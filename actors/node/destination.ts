@@ -17,6 +17,7 @@ import { podHostIface, podMac } from '../../node-runtime/plan.js';
 import { pidsInNetns, netnsInode, refOf } from '../../node-runtime/procs.js';
 import { listPodRecords, readPodRecord, removePodRecord, writePodRecord } from '../../node-runtime/records.js';
 import { restoreInto } from './checkpoint.js';
+import { holdBaselines } from './source.js';
 import { decodeIfPrecopied, removePrecopy } from './precopy.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
@@ -88,9 +89,15 @@ export async function disengage(ctx: NodeContext, m: NodeMigration, req: Disenga
   return { reopened, releasedAtMs: ctx.clock.nowMs() };
 }
 
+/** Hold counters since this migration armed (source) or attached (destination) the hold on this node. */
 export async function holdStats(ctx: NodeContext, req: MigStep): Promise<HoldStatsReply> {
   const c = await ctx.hold.counters(holdPinDir(ctx.cluster, ctx.node.name, req.pod));
-  return c ? { attached: true, ...c } : { attached: false, rstToPod: 0, rstFromPod: 0, droppedToPod: 0, droppedFromPod: 0 };
+  if (!c) return { attached: false, rstToPod: 0, rstFromPod: 0, droppedToPod: 0, droppedFromPod: 0 };
+  const b = holdBaselines.get(req.id) ?? { rstToPod: 0, rstFromPod: 0, droppedToPod: 0, droppedFromPod: 0 };
+  return {
+    attached: true, rstToPod: c.rstToPod - b.rstToPod, rstFromPod: c.rstFromPod - b.rstFromPod,
+    droppedToPod: c.droppedToPod - b.droppedToPod, droppedFromPod: c.droppedFromPod - b.droppedFromPod,
+  };
 }
 
 export async function probe(ctx: NodeContext, req: ProbeRequest): Promise<ProbeReply> {
@@ -110,7 +117,8 @@ export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req
     const { incoming: _done, ...served } = rec;
     await writePodRecord(ctx.cluster, served);
   }
-  await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: podHostIface(req.pod), pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod) });
+  // The pod lives here now: its hold stays attached, mode none, ready for its next migration.
+  await ctx.hold.setModes(holdPinDir(ctx.cluster, ctx.node.name, req.pod), []);
   m.receiver?.close();
   await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
   await removePrecopy(ctx, req.id);

@@ -57,7 +57,7 @@ export async function reclaimRestore(ctx: NodeContext, m: NodeMigration, req: Re
   const { holder: _gone, ...rest } = rec;
   await writePodRecord(ctx.cluster, { ...rest, init });
   await ctx.hold.reopen({ netns, flowsPin: holdPinDir(ctx.cluster, req.destinationNode, req.pod) }).catch(() => 0);
-  await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, pin });
+  await ctx.hold.setModes(pin, []);
   await rm(imagesDir(ctx.cluster, req.id, 'reclaim'), { recursive: true, force: true });
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
   return { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets };

@@ -15,9 +15,12 @@ import path from 'node:path';
 import { killPodProcesses, removePodNetwork } from '../../node-runtime/pods.js';
 import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runtime/records.js';
 import type { NodeContext } from './context.js';
+import type { HoldCounters } from './hold.js';
 
 /** Per migration armed here: how long to wait, under the zero window, for the peers to go quiet. */
 const armed = new Map<string, number>();
+/** Hold counters when a migration armed here: verification counts only what happened since. */
+export const holdBaselines = new Map<string, HoldCounters>();
 /**
  * Bound on the wait, under the zero window, for peers to have nothing in flight. Settling takes ~5 ms here;
  * the bound matters only when it does not settle, and freezing on bytes in flight costs the client a
@@ -55,7 +58,10 @@ export async function armHold(ctx: NodeContext, req: MigStep): Promise<ArmReply>
   const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
   // Armed, not yet closing: the hold tracks every flow from now on, and the freeze closes the peers'
   // window at CRIU's pre-dump, so clients stall for the freeze only, not for CRIU's start-up.
-  await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
+  // Normally attached since the pod started; attach now only if it is not (an older pod, a lost pin).
+  const baseline = await ctx.hold.counters(pin);
+  if (!baseline) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
+  holdBaselines.set(req.id, baseline ?? { rstToPod: 0, rstFromPod: 0, droppedToPod: 0, droppedFromPod: 0 });
   const armedAtMs = ctx.clock.nowMs();
   const rtts = (await inventory(rec.netns)).map((s) => s.rttMs ?? 0);
   const quiesceMs = Math.min(MAX_QUIESCE_MS, Math.max(MIN_QUIESCE_MS, Math.ceil(4 * Math.max(0, ...rtts))));
@@ -67,7 +73,7 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   const rec = await sourcePod(ctx, req.pod);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
   // Without network continuity nothing was armed; the drop still keeps a frozen socket from being answered.
-  if (!req.networkContinuity) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
+  if (!req.networkContinuity && !(await ctx.hold.counters(pin))) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
   const quiesceMs = armed.get(req.id);
   armed.delete(req.id);
   const state = path.join(precopySourceDir(ctx, req.id), STATE_FILE);
@@ -119,6 +125,7 @@ export async function cutoverSource(ctx: NodeContext, req: MigStep): Promise<voi
   }
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
   await removePrecopy(ctx, req.id);
+  holdBaselines.delete(req.id);
 }
 
 /** Rollback on the source: open the hold, take sockets out of repair (each sends a window probe), resume. */
@@ -126,6 +133,7 @@ export async function rollbackSource(ctx: NodeContext, req: MigStep): Promise<st
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
   await removePrecopy(ctx, req.id);
+  holdBaselines.delete(req.id);
   if (!rec) return 'no source copy on this node';
   return resumeInPlace(ctx, rec);
 }
@@ -150,6 +158,7 @@ export async function resumeInPlace(ctx: NodeContext, rec: PodRecord): Promise<s
     note = `resumed, ${repaired} sockets out of repair`;
   }
   const reopened = await ctx.hold.reopen({ netns: podNetns(ctx.cluster, ctx.node.name, rec.name), flowsPin: pin }).catch(() => 0);
-  await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, pin });
+  // The hold stays attached (mode none) for the pod's next migration.
+  await ctx.hold.setModes(pin, []);
   return `${note}, ${reopened} windows reopened`;
 }

@@ -39,7 +39,9 @@ for (const phase of PHASES) {
     t.false(snap.netns.includes(`pm-${CLUSTER}-${to}-pod-counter`), 'nothing left on the destination');
     t.deepEqual(await imagesLeft(s.spec.id), []);
     const pins = (await readdir(BPF_PIN_ROOT).catch(() => [] as string[])).filter((p) => p.startsWith(`${CLUSTER}-`));
-    t.deepEqual(pins, [], 'no traffic hold left attached');
+    t.deepEqual(pins, [`${CLUSTER}-${from}-counter`], 'only the pod\'s own hold (attached since it started) is left, none on the destination');
+    const { holdStats } = await import('../../bpf/index.js');
+    t.deepEqual((await holdStats(`${BPF_PIN_ROOT}/${CLUSTER}-${from}-counter`)).mode, [], 'and it holds nothing');
     // The pod still answers new connections too.
     const after = await bed!.load.mark();
     t.true(after.requests > 0 || client.requests > 0);
