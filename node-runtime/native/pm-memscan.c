@@ -19,9 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pagehash.h"
 #include "pidns.h"
 
-#define PAGE 4096UL
 #define CHUNK (256 * PAGE)
 #define MAX_REGIONS 65536
 #define MAX_PAGES (64UL << 20) /* 256 GiB of pages: a bound, not an expectation */
@@ -40,27 +40,6 @@ static void die(const char *msg)
 {
 	fprintf(stderr, "pm-memscan: %s: %s\n", msg, strerror(errno));
 	exit(1);
-}
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-// A fast 64-bit hash of one page, 8 bytes at a time (multiply-xorshift mixing): collisions only make a
-// changed page look clean with probability ~2^-64, and speed matters (it runs over all of a pod's memory).
-static uint64_t hash_page(const unsigned char *p)
-{
-	const uint64_t *w = (const uint64_t *)p;
-	uint64_t h = 0x9e3779b97f4a7c15ULL;
-	for (unsigned i = 0; i < PAGE / 8; i++) {
-		uint64_t k = w[i] * 0xbf58476d1ce4e5b9ULL;
-		k ^= k >> 31;
-		h = (h ^ k) * 0x94d049bb133111ebULL;
-	}
-	return h ^ (h >> 29);
 }
 
 static void add_regions(int pid, void *unused)

@@ -25,9 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pagehash.h"
 #include "pidns.h"
 
-#define PAGE 4096UL
 #define CHUNK (256 * PAGE)
 /* Bound on pages per pod and per set: 64 Mi pages = 256 GiB. */
 #define MAX_PAGES (64UL << 20)
@@ -36,27 +36,6 @@ static void die(const char *what)
 {
 	fprintf(stderr, "pm-pages: %s: %s\n", what, errno ? strerror(errno) : "failed");
 	exit(1);
-}
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-// Same page hash as pm-memscan: 8 bytes at a time, multiply-xorshift mixing.
-static uint64_t hash_page(const unsigned char *p)
-{
-	const uint64_t *w = (const uint64_t *)p;
-	uint64_t h = 0x9e3779b97f4a7c15ULL;
-	for (unsigned i = 0; i < PAGE / 8; i++) {
-		uint64_t k = w[i] * 0xbf58476d1ce4e5b9ULL;
-		k ^= k >> 31;
-		h = (h ^ k) * 0x94d049bb133111ebULL;
-	}
-	h ^= h >> 29;
-	return h ? h : 1; /* 0 marks an empty slot below */
 }
 
 /* An open-addressing set (or map hash -> file offset) of page hashes. */
