@@ -17,7 +17,7 @@ import { podHostIface, podMac } from '../../node-runtime/plan.js';
 import { pidsInNetns, netnsInode, refOf } from '../../node-runtime/procs.js';
 import { listPodRecords, readPodRecord, removePodRecord, writePodRecord } from '../../node-runtime/records.js';
 import { restoreInto } from './checkpoint.js';
-import { holdBaselines } from './source.js';
+import { detachQuietly, holdBaselines } from './source.js';
 import { decodeIfPrecopied, removePrecopy } from './precopy.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
@@ -143,8 +143,9 @@ export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | u
       // exited
     }
   }
+  // The hold goes while its device still exists; removing the namespace takes the veth down under it.
+  await detachQuietly(ctx, podHostIface(req.pod), holdPinDir(ctx.cluster, ctx.node.name, req.pod));
   await removePodNetwork(netns);
-  await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: podHostIface(req.pod), pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod) });
   await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
   return `destination discarded (${pids.length} processes killed)`;
 }

@@ -119,8 +119,9 @@ export async function cutoverSource(ctx: NodeContext, req: MigStep): Promise<voi
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   if (rec) {
     await killPodProcesses(rec.init, rec.holder);
+    // The copy is dead (silently: its sockets were in repair mode); the hold goes before its device does.
+    await detachQuietly(ctx, rec.hostIface, holdPinDir(ctx.cluster, ctx.node.name, rec.name));
     await removePodNetwork(rec.netns);
-    await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, pin: holdPinDir(ctx.cluster, ctx.node.name, rec.name) });
     await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
   }
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
@@ -161,4 +162,17 @@ export async function resumeInPlace(ctx: NodeContext, rec: PodRecord): Promise<s
   // The hold stays attached (mode none) for the pod's next migration.
   await ctx.hold.setModes(pin, []);
   return `${note}, ${reopened} windows reopened`;
+}
+
+/**
+ * Removes a pod's hold when the pod leaves this node. Its filters die with the veth anyway; what must not
+ * be left is the pinned maps, so a failed detach (a device vanishing mid-call) falls back to unpinning.
+ */
+export async function detachQuietly(ctx: NodeContext, dev: string, pin: string): Promise<void> {
+  try {
+    await ctx.hold.detach({ nodeNetns: ctx.node.netns, dev, pin });
+  } catch (e) {
+    ctx.log.warn({ pin, err: (e as Error).message }, 'hold detach failed; unpinning');
+    await rm(pin, { recursive: true, force: true });
+  }
 }
