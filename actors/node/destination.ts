@@ -61,7 +61,6 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
     command: source?.command ?? [], init, logFile: source?.logFile ?? podLogFile(ctx.cluster, req.pod),
     startedAtMs: source?.startedAtMs ?? r.resumedAtMs, incoming: req.id, ...(source?.port !== undefined ? { port: source.port } : {}),
   });
-  m.restoredPid = r.pid;
   // The peers sit in zero-window persist mode since the freeze: tell them at once that the window is open,
   // from the pod's own namespace, with the state the source's hold recorded (DisengageHold confirms it).
   const reopened = req.networkContinuity

@@ -19,8 +19,6 @@ export interface NodeMigration {
   restored?: RestoreReply;
   /** A restore began here: from then on, processes in the pod's namespace are a copy that may have served. */
   restoreStarted?: boolean;
-  /** Host pid of the restored pod init on the destination. */
-  restoredPid?: number;
   /** Pre-copy rounds' receivers on the destination, by round number. */
   rounds: Map<number, Receiver>;
   /** Serializes this migration's operations on this node: a rollback waits for a running dump. */
