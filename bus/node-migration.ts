@@ -16,7 +16,7 @@ const mac = () => str({ maxLength: 17, pattern: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/
 /** Node verbs of the migration actors (joined to `podmotion.v1.node.<node>.`). */
 export const MIG_VERBS = [
   'mig.inventory', 'mig.prepare', 'mig.arm', 'mig.freeze', 'mig.restore', 'mig.disengage', 'mig.holdStats',
-  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.estimate', 'mig.precopy.prepare', 'mig.precopy.round', 'mig.precopy.commit', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'relay.route',
+  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.estimate', 'mig.precopy.prepare', 'mig.precopy.round', 'mig.precopy.commit', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'mig.postcopy.finish', 'relay.route',
 ] as const;
 export type MigVerb = (typeof MIG_VERBS)[number];
 
@@ -54,9 +54,10 @@ export const RoundReply = obj({
 });
 export type RoundReply = Infer<typeof RoundReply>;
 
-export const PrepareRequest = obj({ id: id(), pod: name(), ip: ipv4(), mac: mac(), sourceNode: name() });
+/** `lazy`: PostCopy, the destination also opens a page channel for the pages fetched after the restore. */
+export const PrepareRequest = obj({ id: id(), pod: name(), ip: ipv4(), mac: mac(), sourceNode: name(), lazy: optional(bool()) });
 export type PrepareRequest = Infer<typeof PrepareRequest>;
-export const PrepareReply = obj({ host: ipv4(), port: num({ int: true }), key: bytes({ maxBytes: 64 }) });
+export const PrepareReply = obj({ host: ipv4(), port: num({ int: true }), key: bytes({ maxBytes: 64 }), pagesPort: optional(num({ int: true })) });
 export const RoundRequest = obj({ id: id(), pod: name(), round: num({ int: true, min: 1, max: 1000 }), target: PrepareReply, bandwidthMbps: optional(num({ min: 1 })) });
 export type RoundRequest = Infer<typeof RoundRequest>;
 export type PrepareReply = Infer<typeof PrepareReply>;
@@ -64,15 +65,22 @@ export type PrepareReply = Infer<typeof PrepareReply>;
 export const ArmReply = obj({ armedAtMs: num(), waitedMs: num() });
 export type ArmReply = Infer<typeof ArmReply>;
 
-export const FreezeRequest = obj({ id: id(), pod: name(), networkContinuity: bool(), target: PrepareReply, bandwidthMbps: optional(num({ min: 1 })) });
+/** `lazy`: PostCopy, private memory stays behind and is served over the page channel after the freeze. */
+export const FreezeRequest = obj({ id: id(), pod: name(), networkContinuity: bool(), target: PrepareReply, bandwidthMbps: optional(num({ min: 1 })), lazy: optional(bool()) });
 export type FreezeRequest = Infer<typeof FreezeRequest>;
 export const FreezeReply = obj({
   frozenAtMs: num(), dumpMs: num(), transferMs: num(), bytes: num(), files: num({ int: true }),
   /** Pages sent by reference because a pre-copy round had delivered them already. */
   referencedPages: optional(num({ int: true, min: 0 })), wireBytes: optional(num({ int: true, min: 0 })), encodeMs: optional(num({ min: 0 })),
   sockets: arr(SocketSeq, { maxItems: 65_536 }),
+  /** Memory left behind for post-copy, as the dump counted it (bytes of lazy pages). */
+  lazyBytes: optional(num({ int: true, min: 0 })),
 });
 export type FreezeReply = Infer<typeof FreezeReply>;
+
+/** PostCopy's end on the destination: every page the restored pod lacked has arrived (or the pod is lost). */
+export const PostCopyReply = obj({ bytes: num({ int: true, min: 0 }), ms: num({ min: 0 }), afterResumeMs: num({ min: 0 }) });
+export type PostCopyReply = Infer<typeof PostCopyReply>;
 
 export const RestoreRequest = obj({ id: id(), pod: name(), sourceNode: name(), networkContinuity: bool() });
 export type RestoreRequest = Infer<typeof RestoreRequest>;

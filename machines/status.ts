@@ -203,6 +203,9 @@ export function skipMessage(spec: MigrationSpec, phase: Phase): string | undefin
   if (phase === 'PreCopyMemory' && spec.strategy === 'Cold') {
     return 'skipped: the Cold strategy moves all memory during the freeze';
   }
+  if (phase === 'PreCopyMemory' && spec.strategy === 'PostCopy') {
+    return 'skipped: the PostCopy strategy moves memory after the pod resumes';
+  }
   const holdPhases: Phase[] = ['ZeroWindowArm', 'DisengageHold', 'TCPVerifying'];
   if (!spec.networkContinuity && holdPhases.includes(phase)) {
     return 'skipped: network continuity is off, connections are not preserved';
@@ -237,5 +240,7 @@ export const MAX_TIMEOUT_MS = 2_147_483_647;
 export function phaseTimeoutMs(spec: MigrationSpec, phase: Phase): number {
   const custom = spec.timeouts?.[phase];
   if (custom !== undefined && custom > 0) return Math.min(custom, MAX_TIMEOUT_MS);
+  // PostCopy verifies the service once all memory has arrived: as long as pre-copy may take.
+  if (phase === 'ServiceVerifying' && spec.strategy === 'PostCopy') return DEFAULT_TIMEOUTS_MS.PreCopyMemory;
   return DEFAULT_TIMEOUTS_MS[phase as TimedPhase] ?? DEFAULT_TIMEOUTS_MS.RollingBack;
 }

@@ -109,7 +109,7 @@ export const NATIVE_DIR = path.join(PROJECT_ROOT, 'dist', 'native');
 
 /** Checkpoint images live on tmpfs (they are memory, and a secret): one 0700 directory per migration. */
 export const IMAGES_ROOT = process.env['PODMOTION_IMAGES_DIR'] ?? '/dev/shm/podmotion';
-export function imagesDir(cluster: string, migrationId: string, role: 'source' | 'destination' | 'reclaim' | 'precopy-source' | 'precopy-destination'): string {
+export function imagesDir(cluster: string, migrationId: string, role: 'source' | 'destination' | 'reclaim' | 'precopy-source' | 'precopy-destination' | 'lazy'): string {
   return path.join(IMAGES_ROOT, `${cluster}-${migrationId}-${role}`);
 }
 /** bpffs pins of one pod's traffic hold on one node. */

@@ -49,4 +49,5 @@ export const migCodecs = {
   estimateReply: createCodec(mig.EstimateReply, 'estimate reply'),
   reclaimFreeze: createCodec(mig.ReclaimFreezeRequest, 'reclaim freeze request'),
   reclaimRestore: createCodec(mig.ReclaimRestoreRequest, 'reclaim restore request'),
+  postcopy: createCodec(mig.PostCopyReply, 'post-copy reply'),
 } as const;

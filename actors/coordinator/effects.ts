@@ -117,7 +117,9 @@ export function createEffects(deps: EffectDeps) {
       for (const r of [src, dst]) {
         if (!r.capabilities.criuOk) throw new PreconditionError(`node ${r.node} has no working CRIU: ${r.capabilities.criuProblem ?? 'criu check failed'}`);
       }
-      if (s.spec.strategy === 'PostCopy') throw new InvalidRequestError('strategy PostCopy is not available yet; use --strategy PreCopy or Cold');
+      if (s.spec.strategy === 'PostCopy' && !dst.capabilities.features['uffd-noncoop']) {
+        throw new PreconditionError(`node ${dst.node} cannot take a PostCopy migration: its kernel lacks non-cooperative userfaultfd`);
+      }
       // Pods of the local cluster declare no volumes yet: the storage-tier actor plans nothing for them.
       let volumes;
       try {
@@ -131,7 +133,7 @@ export function createEffects(deps: EffectDeps) {
     prewarmDestination: effect(async (s) => {
       const inv = result<InventoryReply>(s, 'SocketInventory');
       const reply = await ask(s.spec.destinationNode, 'mig.prepare', c.prepare, c.prepareReply,
-        { id: s.spec.id, pod: s.spec.pod, ip: inv.ip, mac: inv.mac, sourceNode: s.spec.sourceNode }, s, 'DestinationPrewarm');
+        { id: s.spec.id, pod: s.spec.pod, ip: inv.ip, mac: inv.mac, sourceNode: s.spec.sourceNode, lazy: s.spec.strategy === 'PostCopy' }, s, 'DestinationPrewarm');
       deps.secrets.set(s.spec.id, reply);
       return { receiver: `${reply.host}:${reply.port}` };
     }),
@@ -174,7 +176,7 @@ export function createEffects(deps: EffectDeps) {
       const target = deps.secrets.get(s.spec.id);
       if (!target) throw new PreconditionError('the destination image receiver is unknown (coordinator restarted?)');
       const r = await ask(s.spec.sourceNode, 'mig.freeze', c.freeze, c.freezeReply,
-        { ...step(s), networkContinuity: s.spec.networkContinuity, target,
+        { ...step(s), networkContinuity: s.spec.networkContinuity, target, lazy: s.spec.strategy === 'PostCopy',
           ...(s.spec.bandwidthMbps !== undefined ? { bandwidthMbps: s.spec.bandwidthMbps } : {}) }, s, 'FinalFreeze');
       deps.sockets.set(s.spec.id, { before: r.sockets, after: [] });
       const { sockets, ...rest } = r;
@@ -224,10 +226,22 @@ export function createEffects(deps: EffectDeps) {
 
     verifyService: effect(async (s) => {
       const inv = result<InventoryReply>(s, 'SocketInventory');
-      if (inv.port === undefined) return { probed: false, note: 'the pod declares no port' };
-      const r = await ask(s.spec.destinationNode, 'mig.probe', c.probe, c.probeReply, { ...step(s), ip: inv.ip, port: inv.port }, s, 'ServiceVerifying');
-      if (!r.ok) throw new PreconditionError(`pod ${s.spec.pod} does not answer on ${inv.ip}:${inv.port} after restore`);
-      return { probed: true, ms: r.ms };
+      let probe: Json = { probed: false, note: 'the pod declares no port' };
+      if (inv.port !== undefined) {
+        const r = await ask(s.spec.destinationNode, 'mig.probe', c.probe, c.probeReply, { ...step(s), ip: inv.ip, port: inv.port }, s, 'ServiceVerifying');
+        if (!r.ok) throw new PreconditionError(`pod ${s.spec.pod} does not answer on ${inv.ip}:${inv.port} after restore`);
+        probe = { probed: true, ms: r.ms };
+      }
+      if (s.spec.strategy !== 'PostCopy') return probe;
+      // PostCopy: the pod is whole only once every page has arrived, and until then the source copy holds
+      // the rest. A failure here is a pod lost after it resumed, which the rollback reports as such.
+      const pc = await ask(s.spec.destinationNode, 'mig.postcopy.finish', c.step, c.postcopy, step(s), s, 'ServiceVerifying');
+      await deps.progress({
+        type: 'progress', id: s.spec.id, phase: 'ServiceVerifying', round: 1, atMs: deps.clock.nowMs(),
+        dataProcessedBytes: pc.bytes, dataRemainingBytes: 0, dirtyMemoryRateBytes: 0,
+        memoryTransferRateBytes: Math.round((pc.bytes * 1000) / Math.max(1, pc.ms)),
+      });
+      return { ...probe, postCopyBytes: pc.bytes, postCopyMs: Math.round(pc.ms), postCopyAfterResumeMs: Math.round(pc.afterResumeMs) };
     }),
 
     cutover: effect(async (s) => {
@@ -248,6 +262,20 @@ export function createEffects(deps: EffectDeps) {
       const restored = s.conditions.some((x) => x.type === 'Restore') &&
         (await ask(s.spec.destinationNode, 'mig.restored', c.step, c.done, step(s), s, 'RollingBack')).done;
       const warnings: string[] = [];
+      if (restored && s.spec.strategy === 'PostCopy') {
+        // A restored PostCopy copy can move back only if all its memory arrived. If not, its missing pages
+        // are gone with the page channel and the source copy is stale (the destination served since): the
+        // pod is lost, and resuming either copy would serve wrong state. Both are removed; nothing resumes.
+        const finished = await ask(s.spec.destinationNode, 'mig.postcopy.finish', c.step, c.postcopy, step(s), s, 'RollingBack')
+          .then(() => undefined, (e: Error) => e.message);
+        if (finished !== undefined) {
+          await ask(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack').catch((e: Error) => warnings.push(`destination: ${e.message}`));
+          await ask(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack').catch((e: Error) => warnings.push(`source: ${e.message}`));
+          deps.secrets.delete(s.spec.id);
+          deps.sockets.delete(s.spec.id);
+          throw new NodeOperationError(`post-copy failed after pod ${s.spec.pod} resumed on ${s.spec.destinationNode} (${finished}); the pod is lost: its restored copy lacked memory and was killed, and the stale source copy on ${s.spec.sourceNode} was removed${warnings.length ? `; ${warnings.join('; ')}` : ''}`);
+        }
+      }
       if (restored) {
         const target = await ask(s.spec.sourceNode, 'mig.reclaim.prepare', c.step, c.prepareReply, step(s), s, 'RollingBack');
         const froze = await ask(s.spec.destinationNode, 'mig.reclaim.freeze', c.reclaimFreeze, c.freezeReply, { ...step(s), target }, s, 'RollingBack');

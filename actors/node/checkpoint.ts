@@ -8,9 +8,12 @@ import path from 'node:path';
 import { criuDump, criuRestore } from '../../criu-shim/rpc/index.js';
 import { sendDirectory } from '../../criu-shim/transfer/index.js';
 import type { FreezeReply, PrepareReply, SocketSeq } from '../../bus/node-migration.js';
-import { criuBinary } from '../../node-runtime/constants.js';
+import { NodeOperationError } from '../../bus/errors.js';
+import { criuBinary, NATIVE_DIR } from '../../node-runtime/constants.js';
 import { readSeqs } from '../../node-runtime/sockets.js';
 import { encodeImages } from '../../node-runtime/pages.js';
+import { endedPageSocket, servePages, type PageSource } from '../../criu-shim/transfer/lazy.js';
+import { countPages, PAGE_BYTES, PE_LAZY } from '../../criu-shim/images/pagemap.js';
 import type { NodeContext } from './context.js';
 
 async function dirBytes(dir: string): Promise<number> {
@@ -31,6 +34,8 @@ export async function checkpoint(ctx: NodeContext, o: {
   /** Pre-copy state: pages it lists go as references (see node-runtime/pages.ts). */
   precopyState?: string;
   bandwidthMbps?: number;
+  /** A lazy dump (PostCopy): CRIU's page socket for it (see endedPageSocket). */
+  lazyPagesSocket?: string;
 }): Promise<FreezeReply> {
   await rm(o.dir, { recursive: true, force: true });
   await mkdir(o.dir, { recursive: true, mode: 0o700 });
@@ -40,6 +45,7 @@ export async function checkpoint(ctx: NodeContext, o: {
   await criuDump({
     criuPath: criuBinary(), pid: o.pid, imagesDir: o.dir, tcpEstablished: true, shellJob: true,
     external: [`net[${netnsIno}]:extnet`], networkLock: 'SKIP', finalState: 'stop', logLevel: 2,
+    ...(o.lazyPagesSocket !== undefined ? { lazyPagesSocket: o.lazyPagesSocket } : {}),
   }, {
     onNotify: async (n) => {
       if (n.script === 'pre-dump' && o.zeroWindowQuiesceMs !== undefined) {
@@ -68,6 +74,44 @@ export async function checkpoint(ctx: NodeContext, o: {
   };
 }
 
+/** A PostCopy session on the source: the stopped tree's lazy memory, served until the destination has it all. */
+export interface LazySession {
+  pages: PageSource;
+}
+
+/**
+ * PostCopy's freeze: like `checkpoint`, but private anonymous memory stays in the stopped tasks (PE_LAZY)
+ * and only the rest of the images crosses inside the freeze; then the page channel opens, served from the
+ * stopped tasks (criu-shim/transfer/lazy.ts).
+ */
+export async function checkpointLazy(ctx: NodeContext, o: {
+  pid: number; netns: string; pin: string; dir: string; target: PrepareReply; socketPath: string;
+  zeroWindowQuiesceMs?: number; bandwidthMbps?: number;
+}): Promise<{ reply: FreezeReply; session: LazySession }> {
+  const pagesPort = o.target.pagesPort;
+  if (pagesPort === undefined) throw new NodeOperationError('the destination opened no page channel for post-copy');
+  const pageSocket = await endedPageSocket(o.socketPath);
+  // The page channel opens while CRIU starts up, not inside the freeze; it carries nothing until the
+  // destination's daemon asks, after the restore.
+  const serving = servePages({
+    helperPath: path.join(NATIVE_DIR, 'pm-page-source'), rootPid: o.pid, host: o.target.host, port: pagesPort, key: Buffer.from(o.target.key),
+    ...(o.bandwidthMbps !== undefined ? { bandwidthMbps: o.bandwidthMbps } : {}),
+  });
+  serving.catch(() => {});
+  let reply: FreezeReply;
+  try {
+    reply = await checkpoint(ctx, { ...o, lazyPagesSocket: o.socketPath });
+  } catch (e) {
+    void serving.then((p) => p.end('the dump failed'), () => {});
+    throw e;
+  } finally {
+    pageSocket.close();
+  }
+  const pages = await serving;
+  const lazyBytes = (await countPages(o.dir, PE_LAZY)) * PAGE_BYTES;
+  return { reply: { ...reply, lazyBytes }, session: { pages } };
+}
+
 export interface Restored {
   pid: number;
   resumedAtMs: number;
@@ -80,7 +124,7 @@ export interface Restored {
  * At network-unlock the sockets are restored and still in repair mode: their sequence state is read, then
  * the hold opens, just before the restorer turns repair off and its window probe goes out.
  */
-export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: string; dir: string; networkContinuity: boolean }): Promise<Restored> {
+export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: string; dir: string; networkContinuity: boolean; lazyPages?: boolean }): Promise<Restored> {
   const t0 = ctx.clock.nowMs();
   const marks: string[] = [];
   let rootPid = 0;
@@ -89,6 +133,7 @@ export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: str
   const r = await criuRestore({
     criuPath: criuBinary(), imagesDir: o.dir, tcpEstablished: true, shellJob: true, tcpClose: !o.networkContinuity,
     networkLock: 'SKIP', logLevel: 2, inherit: [{ key: 'extnet', path: `/run/netns/${o.netns}` }],
+    ...(o.lazyPages ? { lazyPages: true } : {}),
   }, {
     onNotify: async (n) => {
       marks.push(`${n.script}@${Math.round(ctx.clock.nowMs() - t0)}`);

@@ -3,14 +3,16 @@
  * receives the images, restores the pod with its TCP sockets, releases held traffic, probes the service,
  * and at cutover keeps the pod — or, on rollback, removes every trace of the attempt.
  */
-import { rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { newTransferKey, startReceiver } from '../../criu-shim/transfer/index.js';
+import { startPageSink } from '../../criu-shim/transfer/lazy.js';
 import { InvalidRequestError, NodeOperationError } from '../../bus/errors.js';
 import type {
-  DisengageReply, DisengageRequest, HoldStatsReply, MigStep, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, RestoreReply,
+  DisengageReply, DisengageRequest, HoldStatsReply, MigStep, PostCopyReply, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, RestoreReply,
   RestoreRequest,
 } from '../../bus/node-migration.js';
-import { holdPinDir, imagesDir, podLogFile, podNetns } from '../../node-runtime/constants.js';
+import { criuBinary, holdPinDir, imagesDir, NATIVE_DIR, podLogFile, podNetns } from '../../node-runtime/constants.js';
 import { inNetns } from '../../node-runtime/exec.js';
 import { preparePodNetwork, removePodNetwork } from '../../node-runtime/pods.js';
 import { podHostIface, podMac } from '../../node-runtime/plan.js';
@@ -40,7 +42,16 @@ export async function preparePod(ctx: NodeContext, m: NodeMigration, req: Prepar
   await rm(dir, { recursive: true, force: true });
   m.address = { ip: req.ip, mac: req.mac };
   m.receiver = await startReceiver({ host: ctx.dataHost, dir, key, maxBytes: MAX_IMAGE_BYTES });
-  m.prepared = { host: m.receiver.host, port: m.receiver.port, key };
+  if (req.lazy) {
+    const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
+    await mkdir(lazyDir, { recursive: true, mode: 0o700 });
+    const sink = await startPageSink({ host: ctx.dataHost, key, socketPath: path.join(lazyDir, 'destination.sock') });
+    m.pageSink = sink;
+    // The daemon starts as soon as the images are in, while the overlay is handed over, not in the restore.
+    m.lazyDaemonStart = m.receiver.done.then(() => sink.startDaemon({ criuPath: criuBinary(), connectExecPath: path.join(NATIVE_DIR, 'pm-connect-exec'), dir }));
+    m.lazyDaemonStart.catch(() => {});
+  }
+  m.prepared = { host: m.receiver.host, port: m.receiver.port, key, ...(m.pageSink ? { pagesPort: m.pageSink.port } : {}) };
   return m.prepared;
 }
 
@@ -51,8 +62,25 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
   const decoded = await decodeIfPrecopied(ctx, req.id, imagesDir(ctx.cluster, req.id, 'destination'));
+  const dir = imagesDir(ctx.cluster, req.id, 'destination');
+  if (m.pageSink) {
+    // PostCopy: the daemon that will fault the pod's memory in must listen before the restore starts.
+    if (!m.lazyDaemonStart) throw new NodeOperationError(`migration ${req.id}: the post-copy daemon was never started`);
+    m.lazyDaemon = await m.lazyDaemonStart;
+    // Pages that never arrive would read as zeros: a pod whose daemon failed must not run on.
+    m.lazyDaemon.finished.catch(async (e: Error) => {
+      const killed = await killPodIn(netns);
+      ctx.log.error({ migration: req.id, pod: req.pod, err: e.message, killed }, 'post-copy failed after the restore: the restored copy was killed');
+    });
+  }
   m.restoreStarted = true;
-  const r = await restoreInto(ctx, { netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), networkContinuity: req.networkContinuity });
+  let r;
+  try {
+    r = await restoreInto(ctx, { netns, pin, dir, networkContinuity: req.networkContinuity, lazyPages: m.pageSink !== undefined });
+  } catch (e) {
+    m.lazyDaemon?.kill();
+    throw e;
+  }
   const init = await refOf(r.pid);
   if (!init) throw new NodeOperationError(`restored pod ${req.pod} (pid ${r.pid}) exited at once`);
   const source = (await listPodRecords(ctx.cluster)).find((p) => p.name === req.pod && p.incoming === undefined);
@@ -68,6 +96,31 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
     : 0;
   m.restored = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets, reopened, pagesFromCache: decoded.fromCache, decodeMs: decoded.ms };
   return m.restored;
+}
+
+/**
+ * PostCopy: waits until the lazy-pages daemon has every page of the restored pod (it then exits 0). A
+ * daemon that failed means pages are missing: the copy was killed, and the pod is lost with it.
+ */
+export async function postcopyFinish(ctx: NodeContext, m: NodeMigration, req: MigStep): Promise<PostCopyReply> {
+  if (!m.lazyDaemon) throw new NodeOperationError(`migration ${req.id}: no post-copy session on ${ctx.node.name} (agent restarted?)`);
+  const r = await m.lazyDaemon.finished;
+  const afterResumeMs = m.restored ? Math.max(0, ctx.clock.nowMs() - m.restored.resumedAtMs) : 0;
+  return { bytes: r.bytes, ms: r.ms, afterResumeMs };
+}
+
+/** SIGKILLs every process in a pod namespace on this node; the count killed. */
+async function killPodIn(netns: string): Promise<number> {
+  const ino = await netnsInode(netns);
+  const pids = ino === undefined ? [] : await pidsInNetns(new Set([ino]));
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // exited
+    }
+  }
+  return pids.length;
 }
 
 /** True when this node holds a copy of the pod restored for this migration, which may have served. */
@@ -111,6 +164,8 @@ export async function probe(ctx: NodeContext, req: ProbeRequest): Promise<ProbeR
 }
 
 export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req: MigStep): Promise<void> {
+  // PostCopy: the coordinator asked postcopy.finish first; a pod still missing pages is not taken over.
+  if (m.lazyDaemon) await m.lazyDaemon.finished;
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   if (rec && rec.incoming === req.id) {
     const { incoming: _done, ...served } = rec;
@@ -119,32 +174,30 @@ export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req
   // The pod lives here now: its hold stays attached, mode none, ready for its next migration.
   await ctx.hold.setModes(holdPinDir(ctx.cluster, ctx.node.name, req.pod), []);
   m.receiver?.close();
+  m.pageSink?.close();
   await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
+  await rm(imagesDir(ctx.cluster, req.id, 'lazy'), { recursive: true, force: true });
   await removePrecopy(ctx, req.id);
 }
 
 /** Rollback on the destination: kill whatever was restored, remove the namespace, the hold and the images. */
 export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | undefined, req: MigStep): Promise<string> {
   m?.receiver?.close();
+  m?.lazyDaemon?.kill();
+  void m?.lazyDaemonStart?.then((d) => d.kill(), () => {});
+  m?.pageSink?.close();
   for (const rx of m?.rounds.values() ?? []) rx.close();
   // Images and page caches hold the pod's memory: they go first, whatever else fails below.
   await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
+  await rm(imagesDir(ctx.cluster, req.id, 'lazy'), { recursive: true, force: true });
   await removePrecopy(ctx, req.id);
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   if (rec && rec.incoming === undefined) throw new NodeOperationError(`pod ${req.pod} is already served from ${ctx.node.name}; refusing to remove it`);
-  const ino = await netnsInode(netns);
-  const pids = ino === undefined ? [] : await pidsInNetns(new Set([ino]));
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // exited
-    }
-  }
+  const killed = await killPodIn(netns);
   // The hold goes while its device still exists; removing the namespace takes the veth down under it.
   await detachQuietly(ctx, podHostIface(req.pod), holdPinDir(ctx.cluster, ctx.node.name, req.pod));
   await removePodNetwork(netns);
   await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
-  return `destination discarded (${pids.length} processes killed)`;
+  return `destination discarded (${killed} processes killed)`;
 }

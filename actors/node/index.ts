@@ -5,7 +5,7 @@ import { Subjects } from '../../bus/subjects.js';
 import { migCodecs as c } from '../coordinator/codecs.js';
 import type { NodeContext } from './context.js';
 import { armHold, cutoverSource, estimatePod, freezePod, inventoryPod, rollbackSource } from './source.js';
-import { cutoverDestination, disengage, hasRestoredCopy, holdStats, preparePod, probe, restorePod, rollbackDestination } from './destination.js';
+import { cutoverDestination, disengage, hasRestoredCopy, holdStats, postcopyFinish, preparePod, probe, restorePod, rollbackDestination } from './destination.js';
 import { route } from './relay.js';
 import { precopyCommit, precopyPrepare, precopySend } from './precopy.js';
 import { reclaimAbort, reclaimFreeze, reclaimPrepare, reclaimRestore } from './reclaim.js';
@@ -66,6 +66,8 @@ export function registerMigrationActors(ctx: NodeContext): Subscription[] {
       log.info({ migration: r.id, pod: r.pod }, 'pod moved back to the source');
       return out;
     }), { onError }),
+    // Not queued behind the migration's other steps: it may wait long, and a rollback must not wait for it.
+    serve(nc, at('mig.postcopy.finish'), c.step, c.postcopy, (r) => postcopyFinish(ctx, migrationState(r.id, r.pod), r), { onError }),
     serve(nc, at('relay.route'), c.route, c.done, (r) => route(ctx, r), { onError }),
   ];
 }

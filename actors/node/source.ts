@@ -3,19 +3,24 @@
  * the pod (leaving it stopped, so a rollback can resume it), streams the images, and at cutover deletes
  * the source copy — or, on rollback, resumes it with its connections intact.
  */
-import { readFile, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { NotFoundError } from '../../bus/errors.js';
 import type { ArmReply, EstimateReply, EstimateRequest, FreezeReply, FreezeRequest, InventoryReply, MigStep } from '../../bus/node-migration.js';
 import { scanMemory } from '../../node-runtime/memscan.js';
 import { holdPinDir, imagesDir, podNetns } from '../../node-runtime/constants.js';
 import { inventory, unrepair } from '../../node-runtime/sockets.js';
-import { checkpoint } from './checkpoint.js';
+import { checkpoint, checkpointLazy } from './checkpoint.js';
+import { migrationState } from './state.js';
 import { STATE_FILE, precopySourceDir, removePrecopy } from './precopy.js';
 import path from 'node:path';
 import { killPodProcesses, removePodNetwork } from '../../node-runtime/pods.js';
 import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runtime/records.js';
 import type { NodeContext } from './context.js';
 import type { HoldCounters } from './hold.js';
+
+/** How long cutover waits for a finished post-copy session to close before closing it itself. */
+const LAZY_END_WAIT_MS = 10_000;
+const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
 /** Per migration armed here: how long to wait, under the zero window, for the peers to go quiet. */
 const armed = new Map<string, number>();
@@ -76,6 +81,18 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   if (!req.networkContinuity && !(await ctx.hold.counters(pin))) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
   const quiesceMs = armed.get(req.id);
   armed.delete(req.id);
+  if (req.lazy) {
+    const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
+    await mkdir(lazyDir, { recursive: true, mode: 0o700 });
+    const { reply, session } = await checkpointLazy(ctx, {
+      pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
+      socketPath: path.join(lazyDir, 'source.sock'),
+      ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
+      ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
+    });
+    migrationState(req.id, req.pod).lazy = session;
+    return reply;
+  }
   const state = path.join(precopySourceDir(ctx, req.id), STATE_FILE);
   const precopied = await stat(state).then(() => true, () => false);
   return checkpoint(ctx, {
@@ -114,8 +131,28 @@ export async function isStopped(pid: number): Promise<boolean> {
   }
 }
 
+/**
+ * Ends a PostCopy session on this node. At cutover the destination already has every page (the coordinator
+ * asked it first), so the session has ended or is ending; a rollback cuts it. The tree it served from stays
+ * stopped with its sockets in repair mode either way, as after a Cold dump.
+ */
+async function endLazySession(ctx: NodeContext, req: MigStep, why: 'cutover' | 'rollback'): Promise<void> {
+  const m = migrationState(req.id, req.pod);
+  const session = m.lazy;
+  if (session) {
+    if (why === 'rollback') session.pages.end('rolled back');
+    const stats = await Promise.race([session.pages.done, sleepMs(LAZY_END_WAIT_MS).then(() => undefined)]);
+    if (!stats) session.pages.end(`${why}: still open after ${LAZY_END_WAIT_MS} ms`);
+    const s = await session.pages.done;
+    ctx.log.info({ migration: req.id, bytes: s.bytes, complete: s.complete, ms: Math.round(s.ms), summary: s.summary, ended: session.pages.endReason() }, 'post-copy session over');
+    m.lazy = undefined;
+  }
+  await rm(imagesDir(ctx.cluster, req.id, 'lazy'), { recursive: true, force: true });
+}
+
 /** Cutover on the source: the stopped copy goes, its sockets still in repair mode so nothing is sent. */
 export async function cutoverSource(ctx: NodeContext, req: MigStep): Promise<void> {
+  await endLazySession(ctx, req, 'cutover');
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   if (rec) {
     await killPodProcesses(rec.init, rec.holder);
@@ -131,6 +168,8 @@ export async function cutoverSource(ctx: NodeContext, req: MigStep): Promise<voi
 
 /** Rollback on the source: open the hold, take sockets out of repair (each sends a window probe), resume. */
 export async function rollbackSource(ctx: NodeContext, req: MigStep): Promise<string> {
+  // A lazy session still serving ends first: CRIU then leaves the tree stopped, as a Cold dump does.
+  await endLazySession(ctx, req, 'rollback');
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
   await removePrecopy(ctx, req.id);

@@ -3,6 +3,8 @@
  * disk lives here (an open image receiver, measured timestamps); cleanup works from names alone.
  */
 import type { Receiver } from '../../criu-shim/transfer/index.js';
+import type { LazyDaemon, PageSink } from '../../criu-shim/transfer/lazy.js';
+import type { LazySession } from './checkpoint.js';
 import type { FreezeReply, PrepareReply, RestoreReply } from '../../bus/node-migration.js';
 
 export interface NodeMigration {
@@ -19,6 +21,12 @@ export interface NodeMigration {
   restored?: RestoreReply;
   /** A restore began here: from then on, processes in the pod's namespace are a copy that may have served. */
   restoreStarted?: boolean;
+  /** PostCopy on the source: the lazy dump serving the pod's memory until the destination has all of it. */
+  lazy?: LazySession;
+  /** PostCopy on the destination: the page channel, and the lazy-pages daemon once the restore began. */
+  pageSink?: PageSink;
+  lazyDaemon?: LazyDaemon;
+  lazyDaemonStart?: Promise<LazyDaemon>;
   /** Pre-copy rounds' receivers on the destination, by round number. */
   rounds: Map<number, Receiver>;
   /** Serializes this migration's operations on this node: a rollback waits for a running dump. */

@@ -5,11 +5,14 @@
  * SEQPACKET datagram. This helper owns the socketpair: every frame read from stdin (u32 little-endian
  * length + bytes) becomes one datagram to CRIU, every datagram from CRIU becomes one frame on stdout.
  *
- * Usage: pm-criu-swrk --criu PATH [--inherit PATH:FD]...
+ * Usage: pm-criu-swrk --criu PATH [--inherit PATH:FD]... [--connect PATH:FD]...
  *   --inherit PATH:FD  open PATH read-only and hand it to CRIU as fd FD (FD >= 3, not CLOEXEC), e.g. a
  *                      network namespace (/run/netns/NAME) for `inherit_fd fd[FD]:key`. The helper keeps
  *                      its own copy at the same number, so it also works for images_dir_fd/work_dir_fd,
  *                      which CRIU resolves as /proc/<this helper's pid>/fd/FD (the socket peer).
+ *   --connect PATH:FD  connect a stream socket to the AF_UNIX listener at PATH and hand it to CRIU as fd FD,
+ *                      e.g. the page socket of a lazy dump (criu_page_server_info.fd). The helper closes its
+ *                      copy once CRIU runs, so the listener's side sees EOF when CRIU closes it.
  *
  * Exit status: CRIU's own exit code; 128+N if CRIU died of signal N; 125 for a helper failure (bad
  * arguments, oversized frame, I/O error); 127 if CRIU could not be executed. Diagnostics go to stderr,
@@ -34,6 +37,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -49,6 +53,7 @@
 struct inherit {
 	const char *path;
 	int fd;
+	int connect; /* 1: PATH is an AF_UNIX stream listener to connect to, not a file to open */
 };
 
 static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
@@ -113,7 +118,8 @@ static size_t parse_args(int argc, char **argv, const char **criu, struct inheri
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--criu") == 0 && i + 1 < argc) {
 			*criu = argv[++i];
-		} else if (strcmp(argv[i], "--inherit") == 0 && i + 1 < argc) {
+		} else if ((strcmp(argv[i], "--inherit") == 0 || strcmp(argv[i], "--connect") == 0) && i + 1 < argc) {
+			int connect = strcmp(argv[i], "--connect") == 0;
 			char *spec = argv[++i];
 			char *colon = strrchr(spec, ':');
 			if (!colon || colon == spec)
@@ -122,6 +128,7 @@ static size_t parse_args(int argc, char **argv, const char **criu, struct inheri
 				die("at most %d --inherit options", MAX_INHERIT);
 			*colon = '\0';
 			inh[n].path = spec;
+			inh[n].connect = connect;
 			inh[n].fd = parse_fd(colon + 1);
 			if (inh[n].fd < 0)
 				die("--inherit %s: fd must be a number from 3 to 1023", spec);
@@ -136,6 +143,27 @@ static size_t parse_args(int argc, char **argv, const char **criu, struct inheri
 	if (!*criu)
 		usage();
 	return n;
+}
+
+/* A stream socket connected to the AF_UNIX listener at path (close-on-exec), or -1 with errno set. */
+static int connect_unix(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
 }
 
 /* The smallest descriptor >= 3 that no --inherit claims: where CRIU finds its socket. */
@@ -355,9 +383,9 @@ int main(int argc, char **argv)
 
 	/* Each --inherit file sits at its number in the helper too (see the header comment). */
 	for (size_t i = 0; i < ninh; i++) {
-		int fd = open(inh[i].path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		int fd = inh[i].connect ? connect_unix(inh[i].path) : open(inh[i].path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 		if (fd < 0)
-			die("cannot open %s: %s", inh[i].path, strerror(errno));
+			die("cannot %s %s: %s", inh[i].connect ? "connect to" : "open", inh[i].path, strerror(errno));
 		fd = lift(fd, fd_floor);
 		if (dup2(fd, inh[i].fd) < 0)
 			die("dup2 to fd %d: %s", inh[i].fd, strerror(errno));
@@ -369,6 +397,9 @@ int main(int argc, char **argv)
 
 	pid_t child = spawn_criu(criu, sock_fd, &oldmask);
 	close(sock_fd);
+	for (size_t i = 0; i < ninh; i++)
+		if (inh[i].connect)
+			close(inh[i].fd);
 
 	struct relay r = { .sock = mine, .in_open = 1 };
 	r.in = malloc(4 + MAX_FRAME_BYTES);

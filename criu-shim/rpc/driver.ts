@@ -49,6 +49,8 @@ export interface RpcCall {
   request: CriuReq;
   binaries: CriuBinaries;
   inherit: readonly InheritedFile[];
+  /** Extra environment for CRIU (e.g. CRIU_LAZY_PAGES_IN_TASKS, patch 0004). */
+  env?: Readonly<Record<string, string>>;
   /** CRIU's log file, read for the error's logTail; undefined when CRIU logs to stderr (check, version). */
   logPath: string | undefined;
   timeoutMs: number;
@@ -217,7 +219,7 @@ export async function runRpc(call: RpcCall): Promise<CriuResp> {
     throw new CriuError(`criu ${call.op}${call.subject} aborted before it started`, { cause: call.hooks.signal.reason });
   }
   const helper = call.binaries.helperPath ?? defaultHelperPath();
-  const session = startSwrk(helper, call.binaries.criuPath, call.inherit);
+  const session = startSwrk(helper, call.binaries.criuPath, call.inherit, call.env);
   const partial = await new Exchange(call, session).run();
   const exit = await exitedWithin(session, CRIU_EXIT_AFTER_RESPONSE_MS);
   const outcome: Outcome = { ...partial, exit };

@@ -63,6 +63,14 @@ export interface CriuDumpOptions extends ImageOptions {
   finalState?: DumpFinalState;
   tcpSkipInFlight?: boolean;
   orphanPtsMaster?: boolean;
+  /**
+   * Lazy dump (post-copy): private anonymous memory is not written to the images; once the dump is done
+   * (post-dump) CRIU serves it page by page on a socket connected to this AF_UNIX listener, and the dump
+   * call settles only when the peer ends that stream. The tree stays frozen until then. With finalState
+   * `stop`, lazy pages stay in the tasks (patch 0004): CRIU then has none to serve, and the caller serves
+   * them from the stopped tree (transfer/lazy.ts), ending CRIU's stream at once.
+   */
+  lazyPagesSocket?: string;
 }
 
 /** A file the helper opens (read-only) and CRIU receives as `inherit_fd fd[N]:key`. */
@@ -76,6 +84,8 @@ export interface CriuRestoreOptions extends ImageOptions {
   inherit?: readonly CriuInheritFile[];
   /** Close restored TCP connections instead of repairing them. */
   tcpClose?: boolean;
+  /** Fault lazy memory in from a `criu lazy-pages` daemon working in the same work dir (the images dir). */
+  lazyPages?: boolean;
 }
 
 export interface CriuRestoreResult {
@@ -124,10 +134,17 @@ export async function criuDump(opts: CriuDumpOptions, hooks: CriuHooks = {}): Pr
         leaveStopped: final === 'stop' ? true : undefined,
         tcpSkipInFlight: opts.tcpSkipInFlight,
         orphanPtsMaster: opts.orphanPtsMaster,
+        ...(opts.lazyPagesSocket === undefined ? {} : { lazyPages: true, ps: { fd: FIRST_INHERIT_FD } }),
       },
     },
     binaries: opts,
-    inherit: workDirInherit(opts),
+    inherit: [
+      ...workDirInherit(opts),
+      ...(opts.lazyPagesSocket === undefined ? [] : [{ path: opts.lazyPagesSocket, fd: FIRST_INHERIT_FD, connect: true }]),
+    ],
+    // The tree stays stopped, so its memory is where the lazy pages are served from: none is copied in the
+    // freeze (patch 0004). Only with leave_stopped; CRIU ignores it otherwise.
+    ...(opts.lazyPagesSocket !== undefined && final === 'stop' ? { env: { CRIU_LAZY_PAGES_IN_TASKS: '1' } } : {}),
     logPath: logPathOf(opts.imagesDir, opts.workDir, logFile),
     timeoutMs: hooks.timeoutMs ?? CRIU_DUMP_TIMEOUT_MS,
     hooks,
@@ -150,6 +167,7 @@ export async function criuRestore(opts: CriuRestoreOptions, hooks: CriuHooks = {
         ...commonOpts(opts, logFile, hooks.onNotify !== undefined),
         inheritFd: inherited.map((f) => ({ key: f.key, fd: f.fd })),
         tcpClose: opts.tcpClose,
+        lazyPages: opts.lazyPages,
       },
     },
     binaries: opts,

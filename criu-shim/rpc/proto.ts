@@ -39,6 +39,16 @@ export interface CriuInheritFd {
   fd: number;
 }
 
+/** criu_page_server_info. */
+export interface CriuPageServerInfo {
+  /** 1 */
+  address?: string;
+  /** 2 */
+  port?: number;
+  /** 4: a socket already connected, in CRIU's descriptor table. */
+  fd?: number;
+}
+
 /** The criu_opts fields PodMotion sets; the comment on each is its field number in rpc.proto. */
 export interface CriuOpts {
   /** 1, required: -1 (the default written when absent) means "use imagesDir". Resolved in the peer's fd table. */
@@ -61,6 +71,8 @@ export interface CriuOpts {
   logLevel?: number;
   /** 10: a file name inside the work dir (no '/'). */
   logFile?: string;
+  /** 11: where pages go; PodMotion sets only `fd`, a connected socket for a lazy dump (patch 0002). */
+  ps?: CriuPageServerInfo;
   /** 12: send NOTIFY for each action-script point and wait for the caller's answer. */
   notifyScripts?: boolean;
   /** 17: resolved like imagesDirFd, in the peer's fd table. */
@@ -79,6 +91,8 @@ export interface CriuOpts {
   timeout?: number;
   /** 46 */
   tcpSkipInFlight?: boolean;
+  /** 48: dump: leave private anonymous memory to be served on `ps`; restore: fault it in from criu lazy-pages. */
+  lazyPages?: boolean;
   /** 50 */
   orphanPtsMaster?: boolean;
   /** 52 */
@@ -209,6 +223,12 @@ function encodeInheritFd(w: Writer, v: CriuInheritFd): void {
   int32(w, 2, v.fd);
 }
 
+function encodePs(w: Writer, v: CriuPageServerInfo): void {
+  string(w, 1, v.address);
+  int32(w, 2, v.port);
+  int32(w, 4, v.fd);
+}
+
 function encodeOpts(w: Writer, o: CriuOpts): void {
   int32(w, 1, o.imagesDirFd ?? -1);
   int32(w, 2, o.pid);
@@ -219,6 +239,7 @@ function encodeOpts(w: Writer, o: CriuOpts): void {
   bool(w, 8, o.fileLocks);
   int32(w, 9, o.logLevel);
   string(w, 10, o.logFile);
+  message(w, 11, o.ps, encodePs);
   bool(w, 12, o.notifyScripts);
   int32(w, 17, o.workDirFd);
   bool(w, 26, o.rstSibling);
@@ -228,6 +249,7 @@ function encodeOpts(w: Writer, o: CriuOpts): void {
   uint32(w, 38, o.emptyNs);
   uint32(w, 45, o.timeout);
   bool(w, 46, o.tcpSkipInFlight);
+  bool(w, 48, o.lazyPages);
   bool(w, 50, o.orphanPtsMaster);
   bool(w, 52, o.tcpClose);
   int32(w, 64, o.networkLock === undefined ? undefined : CRIU_NETWORK_LOCKS[o.networkLock]);

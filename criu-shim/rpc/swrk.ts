@@ -26,10 +26,14 @@ export function defaultHelperPath(): string {
   return path.join(root, 'dist', 'native', 'pm-criu-swrk');
 }
 
-/** A file the helper opens read-only and hands to CRIU as descriptor `fd` (and keeps at `fd` itself). */
+/**
+ * A file the helper opens read-only and hands to CRIU as descriptor `fd` (and keeps at `fd` itself), or,
+ * with `connect`, an AF_UNIX stream listener at `path` the helper connects to (and keeps no copy of).
+ */
 export interface InheritedFile {
   path: string;
   fd: number;
+  connect?: boolean;
 }
 
 export interface SwrkExit {
@@ -88,10 +92,10 @@ function frame(message: Uint8Array): Buffer {
 }
 
 /** Starts the helper, which starts `criu swrk`. Never throws: a spawn failure shows in `exited`. */
-export function startSwrk(helperPath: string, criuPath: string, inherit: readonly InheritedFile[]): SwrkSession {
+export function startSwrk(helperPath: string, criuPath: string, inherit: readonly InheritedFile[], env?: Readonly<Record<string, string>>): SwrkSession {
   const args = ['--criu', criuPath];
-  for (const f of inherit) args.push('--inherit', `${f.path}:${f.fd}`);
-  const child: ChildProcess = spawn(helperPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  for (const f of inherit) args.push(f.connect ? '--connect' : '--inherit', `${f.path}:${f.fd}`);
+  const child: ChildProcess = spawn(helperPath, args, { stdio: ['pipe', 'pipe', 'pipe'], ...(env ? { env: { ...process.env, ...env } } : {}) });
 
   const queue: Uint8Array[] = [];
   const waiters: Array<(m: Uint8Array | undefined) => void> = [];

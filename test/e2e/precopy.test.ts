@@ -1,7 +1,9 @@
 /**
- * Memory strategies on a pod whose memory the pod itself can check (mem_writer.py): PreCopy and Cold move it
- * with its memory intact while one connection stays up; a failing pre-copy round and a cancel during
- * pre-copy roll back cleanly.
+ * Memory strategies on a pod whose memory the pod itself can check (mem_writer.py): PreCopy, Cold and
+ * PostCopy move it with its memory intact while one connection stays up; a failing pre-copy round, a cancel
+ * during pre-copy and a PostCopy failure before the pod resumes roll back cleanly; a PostCopy failure after
+ * every page arrived moves the pod back; a page stream broken after the pod resumed is reported as the pod
+ * lost, with nothing left behind.
  */
 import test from 'ava';
 import path from 'node:path';
@@ -99,4 +101,90 @@ test.serial('a cancel during pre-copy rolls back', async (t) => {
   t.is(await where(), 'node-3');
   t.regex(await ask!(), /^ok 8192 \d+$/);
   t.deepEqual(await imagesLeft(id), []);
+});
+
+/** Post-copy helpers still running for this cluster's migrations (page sources, lazy-pages daemons). */
+async function postcopyProcesses(): Promise<string[]> {
+  const { execFile } = await import('node:child_process');
+  const out = await new Promise<string>((res) => execFile('pgrep', ['-af', 'pm-page-source|criu lazy-pages'], (_e, so) => res(so)));
+  return out.split('\n').filter((l) => l.includes(`/dev/shm/podmotion/${CLUSTER}-`) || l.includes('pm-page-source'));
+}
+
+test.serial('PostCopy resumes the pod before its memory arrives; every page is there after the move', async (t) => {
+  const from = await where();
+  const to = from === 'node-2' ? 'node-1' : 'node-2';
+  const r = await cli(['migrate', 'mem', '--to-node', to, '--strategy', 'PostCopy', '--wait', '--json', '--cluster', CLUSTER], 240_000);
+  t.is(r.code, 0, r.stderr);
+  const s = JSON.parse(r.stdout);
+  t.is(s.phase, 'Complete', JSON.stringify(s.error));
+  t.false('PreCopyMemory' in s.results, 'no pre-copy rounds');
+  const ff = s.results.FinalFreeze;
+  t.true(ff.lazyBytes >= 32 << 20, `lazy: ${ff.lazyBytes}`);
+  t.true(ff.bytes < ff.lazyBytes / 4, `the freeze carried ${ff.bytes} bytes of a ${ff.lazyBytes}-byte working set`);
+  t.true(s.results.ServiceVerifying.postCopyBytes >= ff.lazyBytes, 'every lazy page crossed after the restore');
+  t.regex(await ask!(), /^ok 8192 \d+$/, 'memory intact, over the connection that was open during the move');
+  t.is(await where(), to);
+  t.deepEqual(await imagesLeft(s.spec.id), []);
+  t.deepEqual(await postcopyProcesses(), []);
+});
+
+test.serial('PostCopy failing before the pod resumes rolls back; the source serves with its memory', async (t) => {
+  const from = await where();
+  const to = from === 'node-3' ? 'node-1' : 'node-3';
+  const r = await cli(['migrate', 'mem', '--to-node', to, '--strategy', 'PostCopy', '--fail-at', 'OverlayHandoff', '--wait', '--json', '--cluster', CLUSTER], 240_000);
+  const s = JSON.parse(r.stdout);
+  t.is(s.phase, 'RolledBack', JSON.stringify(s.error));
+  t.is(await where(), from);
+  t.regex(await ask!(), /^ok 8192 \d+$/);
+  t.deepEqual(await imagesLeft(s.spec.id), []);
+  t.deepEqual(await postcopyProcesses(), []);
+});
+
+test.serial('PostCopy failing after every page arrived moves the pod back whole', async (t) => {
+  const from = await where();
+  const to = from === 'node-3' ? 'node-1' : 'node-3';
+  const r = await cli(['migrate', 'mem', '--to-node', to, '--strategy', 'PostCopy', '--fail-at', 'ServiceVerifying', '--wait', '--json', '--cluster', CLUSTER], 240_000);
+  const s = JSON.parse(r.stdout);
+  t.is(s.phase, 'RolledBack', JSON.stringify(s.error));
+  t.true(s.results.RollingBack.reclaimed, 'the copy that served moved back');
+  t.is(await where(), from);
+  t.regex(await ask!(), /^ok 8192 \d+$/);
+  t.deepEqual(await imagesLeft(s.spec.id), []);
+  t.deepEqual(await postcopyProcesses(), []);
+});
+
+// Last: the pod does not survive it.
+test.serial('a page stream broken after the pod resumed is reported as the pod lost, and nothing is left', async (t) => {
+  const from = await where();
+  const to = from === 'node-2' ? 'node-1' : 'node-2';
+  // 8 Mbit/s: the 32 MiB of post-copy take half a minute, time enough to break the stream mid-way.
+  const running = cli(['migrate', 'mem', '--to-node', to, '--strategy', 'PostCopy', '--bandwidth-mbps', '8', '--pause-at', 'Restore', '--wait', '--json', '--cluster', CLUSTER], 240_000);
+  let id = '';
+  for (let i = 0; i < 400 && !id; i++) {
+    const l = await cliJson(['list', '--active', '--cluster', CLUSTER]);
+    id = l.migrations.find((m: { phase: string }) => m.phase === 'Restore')?.id ?? '';
+    if (!id) await new Promise((res) => setTimeout(res, 50));
+  }
+  t.truthy(id, 'the migration reached Restore');
+  // The restore is done during the pause: break the stream by killing the source's page server.
+  let killed = false;
+  for (let i = 0; i < 100 && !killed; i++) {
+    const s = await cliJson(['status', id, '--cluster', CLUSTER]);
+    if (s.results?.Restore) {
+      const { execFile } = await import('node:child_process');
+      killed = await new Promise<boolean>((res) => execFile('pkill', ['-KILL', '-f', 'pm-page-source'], (e) => res(!e)));
+    } else {
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  }
+  t.true(killed, 'a page server was running after the restore');
+  const s = JSON.parse((await running).stdout);
+  t.is(s.phase, 'Failed');
+  t.regex(s.error.message, /post-copy failed after pod mem resumed on node-\d.*the pod is lost/);
+  t.is((await cliJson(['pod', 'list', '--cluster', CLUSTER])).pods.find((p: { name: string }) => p.name === 'mem'), undefined,
+    'neither copy is left to serve wrong state');
+  t.deepEqual(await imagesLeft(id), []);
+  t.deepEqual(await postcopyProcesses(), []);
+  const snap = await snapshot(CLUSTER);
+  t.false(snap.netns.some((n: string) => n.includes('pod-mem')), `namespaces left: ${snap.netns.join(' ')}`);
 });

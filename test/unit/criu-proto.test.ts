@@ -19,6 +19,15 @@ const requests: Array<[title: string, req: CriuReq, protocHex: string]> = [
   ['NOTIFY failure', { type: 'NOTIFY', notifySuccess: false }, '08061800'],
   // type: WAIT_PID keep_open: true pid: 4294967295
   ['uint32 at its maximum', { type: 'WAIT_PID', keepOpen: true, pid: 0xffff_ffff }, '080b200130ffffffff0f'],
+  // type: DUMP opts { images_dir_fd: -1 pid: 42 tcp_established: true ps { fd: 10 } notify_scripts: true
+  //   lazy_pages: true leave_stopped: true }
+  [
+    'lazy DUMP serving pages on a socket',
+    { type: 'DUMP', opts: { pid: 42, tcpEstablished: true, ps: { fd: 10 }, notifyScripts: true, lazyPages: true, leaveStopped: true } },
+    '0801121b08ffffffffffffffffff01102a28015a02200a6001800301a80401',
+  ],
+  // type: RESTORE opts { images_dir_fd: -1 images_dir: "/x" lazy_pages: true }
+  ['lazy RESTORE', { type: 'RESTORE', opts: { imagesDir: '/x', lazyPages: true } }, '0802121308ffffffffffffffffff01800301a204022f78'],
   // type: DUMP opts { images_dir_fd: -1 pid: 4242 leave_running: false ext_unix_sk: true tcp_established: true
   //   shell_job: true file_locks: true log_level: 4 log_file: "dump.log" notify_scripts: true
   //   manage_cgroups_mode: IGNORE external: "net[4026532301]:extnet" timeout: 10 network_lock: SKIP

@@ -253,11 +253,11 @@ test('spec.timeouts replaces a phase default', async (t) => {
 });
 
 for (const strategy of ['PreCopy', 'PostCopy', 'Cold'] as const) {
-  test(`strategy ${strategy} ${strategy === 'Cold' ? 'skips' : 'runs'} PreCopyMemory`, async (t) => {
+  test(`strategy ${strategy} ${strategy === 'PreCopy' ? 'runs' : 'skips'} PreCopyMemory`, async (t) => {
     const r = rig(t, {}, { spec: { strategy } });
     const status = await runToEnd(r);
     t.is(status.phase, 'Complete');
-    const skipped = strategy === 'Cold';
+    const skipped = strategy !== 'PreCopy';
     t.is(effectsRun(r).includes('preCopyMemory'), !skipped);
     t.is(r.calls.some((c) => c.status.phase === 'PreCopyMemory'), !skipped);
     assertCondition(t, status, 'PreCopyMemory', 'True', skipped ? 'Skipped' : 'Succeeded');
