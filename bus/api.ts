@@ -22,6 +22,7 @@ export const MigrationSpecSchema = obj({
   networkContinuity: bool(),
   dryRun: bool(),
   bandwidthMbps: optional(num({ min: 1 })),
+  allowPostCopy: optional(bool()),
   timeouts: optional(record(num({ min: 1 }), { maxKeys: 32 })),
 });
 
@@ -58,6 +59,8 @@ export const MigrateRequest = obj({
   dryRun: optional(bool()),
   networkContinuity: optional(bool()),
   bandwidthMbps: optional(num({ min: 1, max: 1_000_000 })),
+  /** PreCopy only: when the rounds stall or hit a limit instead of converging, finish with PostCopy. */
+  allowPostCopy: optional(bool()),
   /** Test hook: fail after this phase's real work; refused unless the coordinator runs with test hooks. */
   failAt: optional(PhaseSchema),
   /** Test hook: after this phase's real work, wait (a window for cancel or a coordinator crash). */

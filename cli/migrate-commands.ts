@@ -80,6 +80,7 @@ async function migrateCmd(argv: string[]): Promise<number> {
     'to-node': { type: 'string' }, strategy: { type: 'string' }, 'dry-run': { type: 'boolean', default: false },
     wait: { type: 'boolean', default: false }, timeout: { type: 'string' }, 'no-network-continuity': { type: 'boolean', default: false },
     'bandwidth-mbps': { type: 'string' }, 'fail-at': { type: 'string' }, 'pause-at': { type: 'string' },
+    'allow-post-copy': { type: 'boolean', default: false },
   });
   const json = p.values['json'] === true;
   const pod = checkName('pod', requirePositional(p, 0, 'pod name (podmotion migrate POD [--to-node NODE])'));
@@ -97,6 +98,7 @@ async function migrateCmd(argv: string[]): Promise<number> {
     ...(p.values['to-node'] ? { toNode: p.values['to-node'] as string } : {}),
     ...(strategy ? { strategy: strategy as Strategy } : {}),
     ...(p.values['bandwidth-mbps'] !== undefined ? { bandwidthMbps: intOption(p, 'bandwidth-mbps', 0, 1, 1_000_000) } : {}),
+    ...(p.values['allow-post-copy'] === true ? { allowPostCopy: true } : {}),
     ...(failAt ? { failAt: failAt as Phase } : {}),
     ...(pauseAt ? { pauseAt: pauseAt as Phase } : {}),
   };

@@ -17,6 +17,11 @@ export interface MigrationSpec {
   /** Stop after Validating, changing nothing. */
   dryRun: boolean;
   bandwidthMbps?: number;
+  /**
+   * PreCopy only (KubeVirt's allowPostCopy): when the rounds stall or hit a limit instead of converging,
+   * the freeze leaves memory behind and the pod finishes as PostCopy does.
+   */
+  allowPostCopy?: boolean;
   /** Per-phase timeouts that replace the defaults (ms). */
   timeouts?: Partial<Record<Phase, number>>;
 }
@@ -241,6 +246,6 @@ export function phaseTimeoutMs(spec: MigrationSpec, phase: Phase): number {
   const custom = spec.timeouts?.[phase];
   if (custom !== undefined && custom > 0) return Math.min(custom, MAX_TIMEOUT_MS);
   // PostCopy verifies the service once all memory has arrived: as long as pre-copy may take.
-  if (phase === 'ServiceVerifying' && spec.strategy === 'PostCopy') return DEFAULT_TIMEOUTS_MS.PreCopyMemory;
+  if (phase === 'ServiceVerifying' && (spec.strategy === 'PostCopy' || spec.allowPostCopy)) return DEFAULT_TIMEOUTS_MS.PreCopyMemory;
   return DEFAULT_TIMEOUTS_MS[phase as TimedPhase] ?? DEFAULT_TIMEOUTS_MS.RollingBack;
 }

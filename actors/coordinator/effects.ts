@@ -67,6 +67,12 @@ export function compareSockets(before: readonly SocketSeq[], after: readonly Soc
   return { connections, preserved: connections.filter((x) => x.preserved).length, seqDeltaMax };
 }
 
+/** Whether this migration's memory moves (or moved) after the resume: PostCopy, or PreCopy switched to it. */
+export function postCopied(s: MigrationStatus): boolean {
+  if (s.spec.strategy === 'PostCopy') return true;
+  return (s.results['PreCopyMemory'] as { then?: string } | undefined)?.then === 'PostCopy';
+}
+
 /** Builds the machine's actors for one coordinator. */
 export function createEffects(deps: EffectDeps) {
   const { nc } = deps;
@@ -117,7 +123,7 @@ export function createEffects(deps: EffectDeps) {
       for (const r of [src, dst]) {
         if (!r.capabilities.criuOk) throw new PreconditionError(`node ${r.node} has no working CRIU: ${r.capabilities.criuProblem ?? 'criu check failed'}`);
       }
-      if (s.spec.strategy === 'PostCopy' && !dst.capabilities.features['uffd-noncoop']) {
+      if ((s.spec.strategy === 'PostCopy' || s.spec.allowPostCopy) && !dst.capabilities.features['uffd-noncoop']) {
         throw new PreconditionError(`node ${dst.node} cannot take a PostCopy migration: its kernel lacks non-cooperative userfaultfd`);
       }
       // Pods of the local cluster declare no volumes yet: the storage-tier actor plans nothing for them.
@@ -133,7 +139,7 @@ export function createEffects(deps: EffectDeps) {
     prewarmDestination: effect(async (s) => {
       const inv = result<InventoryReply>(s, 'SocketInventory');
       const reply = await ask(s.spec.destinationNode, 'mig.prepare', c.prepare, c.prepareReply,
-        { id: s.spec.id, pod: s.spec.pod, ip: inv.ip, mac: inv.mac, sourceNode: s.spec.sourceNode, lazy: s.spec.strategy === 'PostCopy' }, s, 'DestinationPrewarm');
+        { id: s.spec.id, pod: s.spec.pod, ip: inv.ip, mac: inv.mac, sourceNode: s.spec.sourceNode, lazy: s.spec.strategy === 'PostCopy' || s.spec.allowPostCopy === true }, s, 'DestinationPrewarm');
       deps.secrets.set(s.spec.id, reply);
       return { receiver: `${reply.host}:${reply.port}` };
     }),
@@ -166,7 +172,9 @@ export function createEffects(deps: EffectDeps) {
         if (deps.clock.nowMs() - t0 > PRECOPY_MAX_MS) { stop = 'time-limit'; break; }
       }
       const sent = rounds.reduce((a, x) => a + x.bytes, 0);
-      return { rounds: rounds.slice(0, STATUS_SAMPLE), roundCount: rounds.length, bytesSent: sent, stopped: stop, then: 'stop-and-copy',
+      // Not converged: what is left does not fit a short freeze; with allowPostCopy it moves after the resume.
+      const then = stop !== 'converged' && s.spec.allowPostCopy ? 'PostCopy' : 'stop-and-copy';
+      return { rounds: rounds.slice(0, STATUS_SAMPLE), roundCount: rounds.length, bytesSent: sent, stopped: stop, then,
         memoryBytes: rounds[0]!.pages * 4096, lastRoundBytes: rounds.at(-1)!.bytes };
     }),
 
@@ -176,7 +184,7 @@ export function createEffects(deps: EffectDeps) {
       const target = deps.secrets.get(s.spec.id);
       if (!target) throw new PreconditionError('the destination image receiver is unknown (coordinator restarted?)');
       const r = await ask(s.spec.sourceNode, 'mig.freeze', c.freeze, c.freezeReply,
-        { ...step(s), networkContinuity: s.spec.networkContinuity, target, lazy: s.spec.strategy === 'PostCopy',
+        { ...step(s), networkContinuity: s.spec.networkContinuity, target, lazy: postCopied(s),
           ...(s.spec.bandwidthMbps !== undefined ? { bandwidthMbps: s.spec.bandwidthMbps } : {}) }, s, 'FinalFreeze');
       deps.sockets.set(s.spec.id, { before: r.sockets, after: [] });
       const { sockets, ...rest } = r;
@@ -232,7 +240,7 @@ export function createEffects(deps: EffectDeps) {
         if (!r.ok) throw new PreconditionError(`pod ${s.spec.pod} does not answer on ${inv.ip}:${inv.port} after restore`);
         probe = { probed: true, ms: r.ms };
       }
-      if (s.spec.strategy !== 'PostCopy') return probe;
+      if (!postCopied(s)) return probe;
       // PostCopy: the pod is whole only once every page has arrived, and until then the source copy holds
       // the rest. A failure here is a pod lost after it resumed, which the rollback reports as such.
       const pc = await ask(s.spec.destinationNode, 'mig.postcopy.finish', c.step, c.postcopy, step(s), s, 'ServiceVerifying');
@@ -262,7 +270,7 @@ export function createEffects(deps: EffectDeps) {
       const restored = s.conditions.some((x) => x.type === 'Restore') &&
         (await ask(s.spec.destinationNode, 'mig.restored', c.step, c.done, step(s), s, 'RollingBack')).done;
       const warnings: string[] = [];
-      if (restored && s.spec.strategy === 'PostCopy') {
+      if (restored && postCopied(s)) {
         // A restored PostCopy copy can move back only if all its memory arrived. If not, its missing pages
         // are gone with the page channel and the source copy is stale (the destination served since): the
         // pod is lost, and resuming either copy would serve wrong state. Both are removed; nothing resumes.

@@ -175,13 +175,15 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     const src = regs.get(pod.node);
     if (src && !src.capabilities.criuOk) throw new PreconditionError(`node ${pod.node} has no working CRIU: ${src.capabilities.criuProblem ?? 'criu check failed'}`);
     const strategy = req.strategy ?? 'PreCopy';
-    if (strategy === 'PostCopy' && !regs.get(dest)?.capabilities.features['uffd-noncoop']) {
+    if (req.allowPostCopy && strategy !== 'PreCopy') throw new InvalidRequestError(`--allow-post-copy applies to the PreCopy strategy only (got ${strategy})`);
+    if ((strategy === 'PostCopy' || req.allowPostCopy) && !regs.get(dest)?.capabilities.features['uffd-noncoop']) {
       throw new PreconditionError(`node ${dest} cannot take a PostCopy migration: its kernel lacks non-cooperative userfaultfd (criu check --feature uffd-noncoop)`);
     }
     return {
       id: newId(req.pod), pod: req.pod, sourceNode: pod.node, destinationNode: dest, strategy,
       networkContinuity: req.networkContinuity ?? true, dryRun: req.dryRun ?? false,
       ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
+      ...(req.allowPostCopy ? { allowPostCopy: true } : {}),
     };
   }
 

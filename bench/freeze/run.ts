@@ -42,7 +42,8 @@ const pct = (xs: number[], p: number) => {
 
 function wire(s: MigrationStatus): number {
   const pre = (s.results['PreCopyMemory'] as { bytesSent?: number } | undefined)?.bytesSent ?? 0;
-  return pre + ((s.results['FinalFreeze'] as { wireBytes?: number } | undefined)?.wireBytes ?? 0);
+  const post = (s.results['ServiceVerifying'] as { postCopyBytes?: number } | undefined)?.postCopyBytes ?? 0;
+  return pre + post + ((s.results['FinalFreeze'] as { wireBytes?: number } | undefined)?.wireBytes ?? 0);
 }
 
 async function measureStrategies(cells: Cell[]): Promise<void> {
@@ -55,7 +56,7 @@ async function measureStrategies(cells: Cell[]): Promise<void> {
         await request(nc, Subjects.node('node-1', 'pod.run'), codecs.podRun, codecs.podInfo,
           { name: pod, port: PORT, command: [PYTHON, path.join(WORKLOADS, 'mem_writer.py'), String(PORT), String(size), String(rate)] }, { timeoutMs: 120_000 });
         let at = 'node-1';
-        for (const strategy of ['Cold', 'PreCopy'] as Strategy[]) {
+        for (const strategy of ['Cold', 'PreCopy', 'PostCopy'] as Strategy[]) {
           const cell: Cell = { sizeMiB: size, load, strategy, freezeMs: [], totalMs: [], wireBytes: [] };
           for (let i = 0; i < RUNS; i++) {
             const to = at === 'node-1' ? 'node-2' : 'node-1';
@@ -145,14 +146,20 @@ const cells: Cell[] = [];
 await clusterDown(CLUSTER);
 await measureStrategies(cells);
 await naiveBaseline(cells);
+const naiveP99 = (c: Cell) => pct(cells.find((n) => n.strategy === 'naive CRIU' && n.sizeMiB === c.sizeMiB && n.load === c.load)?.freezeMs ?? [], 99);
 const rows = cells.map((c) => ({
   sizeMiB: c.sizeMiB, load: c.load, strategy: c.strategy, runs: c.freezeMs.length,
   freezeMsMedian: pct(c.freezeMs, 50), freezeMsP99: pct(c.freezeMs, 99), totalMsMedian: pct(c.totalMs, 50),
-  wireMiBMedian: Math.round(pct(c.wireBytes, 50) / 2 ** 20 * 10) / 10, samples: c,
+  wireMiBMedian: Math.round(pct(c.wireBytes, 50) / 2 ** 20 * 10) / 10,
+  /** Freeze p99 over the naive baseline's, same working set and load (the target is at most 0.25). */
+  p99VsNaive: Math.round((pct(c.freezeMs, 99) / naiveP99(c)) * 100) / 100,
+  /** Bytes on the wire over the working set (PreCopy's target is at most 1.5). */
+  wireVsWorkingSet: Math.round((pct(c.wireBytes, 50) / (c.sizeMiB * 2 ** 20)) * 100) / 100,
+  samples: c,
 }));
-process.stdout.write('\nsize     | load              | strategy   | freeze p50 | freeze p99 | total p50 | wire p50\n');
+process.stdout.write('\nsize     | load              | strategy   | freeze p50 | freeze p99 | p99/naive | total p50 | wire p50   | wire/set\n');
 for (const r of rows) {
-  process.stdout.write(`${String(r.sizeMiB + ' MiB').padEnd(8)} | ${r.load.padEnd(17)} | ${r.strategy.padEnd(10)} | ${String(r.freezeMsMedian + ' ms').padStart(10)} | ${String(r.freezeMsP99 + ' ms').padStart(10)} | ${String(r.totalMsMedian + ' ms').padStart(9)} | ${r.wireMiBMedian} MiB\n`);
+  process.stdout.write(`${String(r.sizeMiB + ' MiB').padEnd(8)} | ${r.load.padEnd(17)} | ${r.strategy.padEnd(10)} | ${String(r.freezeMsMedian + ' ms').padStart(10)} | ${String(r.freezeMsP99 + ' ms').padStart(10)} | ${String(r.p99VsNaive).padStart(9)} | ${String(r.totalMsMedian + ' ms').padStart(9)} | ${String(r.wireMiBMedian + ' MiB').padStart(10)} | ${r.wireVsWorkingSet}\n`);
 }
 const out = path.join(PROJECT_ROOT, 'bench', 'results', 'freeze.json');
 await mkdir(path.dirname(out), { recursive: true });

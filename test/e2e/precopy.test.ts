@@ -153,6 +153,38 @@ test.serial('PostCopy failing after every page arrived moves the pod back whole'
   t.deepEqual(await postcopyProcesses(), []);
 });
 
+test.serial('PreCopy that cannot converge switches to PostCopy with --allow-post-copy', async (t) => {
+  // 8 MiB rewritten every ~40 ms: every round finds most of it changed again.
+  const hot = await cliJson(['pod', 'run', 'hot', '--node', 'node-1', '--port', String(PORT + 1), '--cluster', CLUSTER, '--',
+    PYTHON, path.join(WORKLOADS, 'mem_writer.py'), String(PORT + 1), '8', '200']);
+  const client = (await readClusterRecord(CLUSTER))!.plan.client.netns;
+  const check = async () => {
+    const { execFile } = await import('node:child_process');
+    const script = `import socket\ns=socket.create_connection(("${hot.ip}",${PORT + 1}),timeout=30)\ns.sendall(b"check\\n")\nprint(s.makefile("rb").readline().decode().strip())`;
+    return new Promise<string>((res) => execFile('nsenter', [`--net=/run/netns/${client}`, '--', PYTHON, '-c', script], (_e, out) => res(out.trim())));
+  };
+  t.regex(await check(), /^ok 2048 \d+$/);
+  const r = await cli(['migrate', 'hot', '--to-node', 'node-2', '--strategy', 'PreCopy', '--allow-post-copy', '--wait', '--json', '--cluster', CLUSTER], 240_000);
+  t.is(r.code, 0, r.stderr);
+  const s = JSON.parse(r.stdout);
+  t.is(s.phase, 'Complete', JSON.stringify(s.error));
+  const pre = s.results.PreCopyMemory;
+  t.not(pre.stopped, 'converged', `rounds: ${JSON.stringify(pre.rounds?.map((x: { bytes: number }) => x.bytes))}`);
+  t.is(pre.then, 'PostCopy');
+  t.true(s.results.FinalFreeze.lazyBytes > 0);
+  t.true(s.results.ServiceVerifying.postCopyBytes >= s.results.FinalFreeze.lazyBytes);
+  t.regex(await check(), /^ok 2048 \d+$/, 'memory intact after the switch');
+  t.deepEqual(await imagesLeft(s.spec.id), []);
+  t.deepEqual(await postcopyProcesses(), []);
+  await cli(['pod', 'delete', 'hot', '--cluster', CLUSTER]);
+});
+
+test.serial('--allow-post-copy is refused for other strategies, in one line', async (t) => {
+  const r = await cli(['migrate', 'mem', '--strategy', 'Cold', '--allow-post-copy', '--cluster', CLUSTER]);
+  t.not(r.code, 0);
+  t.regex(r.stderr, /^podmotion: .*--allow-post-copy applies to the PreCopy strategy only \(got Cold\)\n$/);
+});
+
 // Last: the pod does not survive it.
 test.serial('a page stream broken after the pod resumed is reported as the pod lost, and nothing is left', async (t) => {
   const from = await where();
