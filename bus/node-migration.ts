@@ -118,5 +118,9 @@ export const Done = obj({ done: bool(), note: optional(str({ maxLength: 1024 }))
 export type Done = Infer<typeof Done>;
 
 /** Where a pod IP is served from now on: every overlay member routes it to that node's VTEP. */
-export const RouteRequest = obj({ id: id(), pod: name(), podIp: ipv4(), node: name(), vtepIp: ipv4() });
+/**
+ * `version` orders route changes of one pod IP (the coordinator's clock when it decided them): a node keeps
+ * the newest it has seen, so a late or repeated older request cannot move the route back.
+ */
+export const RouteRequest = obj({ id: id(), pod: name(), podIp: ipv4(), node: name(), vtepIp: ipv4(), version: optional(num({ min: 0 })) });
 export type RouteRequest = Infer<typeof RouteRequest>;

@@ -14,7 +14,7 @@ export const REQUEST_TIMEOUT_MS = 10_000;
 /** Requests queued behind maxInFlight at most; beyond that a responder answers busy rather than queue forever. */
 const MAX_WAITING = 1_000;
 
-const wireErrorCodec: Codec<WireError> = createCodec(WireErrorSchema, 'error reply');
+export const wireErrorCodec: Codec<WireError> = createCodec(WireErrorSchema, 'error reply');
 
 export interface RequestOptions {
   timeoutMs?: number;
@@ -36,7 +36,7 @@ export async function request<Req, Res>(
   } catch (e) {
     const msg = (e as Error).message ?? String(e);
     if (/no responders/i.test(msg) || (e as Error).name === 'NoRespondersError') {
-      throw new NotFoundError(`nobody answers on ${subject}`, { cause: e });
+      throw new NotFoundError(`nobody answers on ${subject}`, { cause: e, retryable: true });
     }
     if (/timeout/i.test(msg)) throw new TimeoutError(`no reply on ${subject} within ${timeoutMs} ms`, { cause: e });
     throw e;

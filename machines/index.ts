@@ -10,7 +10,7 @@ export {
   type RollbackReason, type TimedPhase,
 } from './status.js';
 export {
-  CUTOVER_RETRY_DELAY_MS, FINAL_PERSIST_TIMEOUT_MS, MAX_CUTOVER_ATTEMPTS, PHASE_EFFECTS, migrationClock,
+  CUTOVER_RETRY_DELAY_MS, FINAL_PERSIST_TIMEOUT_MS, MAX_CUTOVER_ATTEMPTS, cutoverRetryDelayMs, PHASE_EFFECTS, migrationClock,
   migrationMachine, phaseOf, snapshotForRestart,
   type CancelEvent, type EffectInput, type EffectName, type MigrationActorName, type MigrationClock,
   type MigrationEvent, type MigrationInput, type MigrationMachine, type ResumeAfterRestartEvent,

@@ -56,10 +56,19 @@ export interface ResumeAfterRestartEvent { type: 'RESUME_AFTER_RESTART' }
 /** Events the migration machine accepts. */
 export type MigrationEvent = CancelEvent | ResumeAfterRestartEvent;
 
-/** Pause between Cutover attempts, long enough for a restarting node agent to come back. */
+/** First pause between Cutover attempts; each next one doubles, up to CUTOVER_MAX_RETRY_DELAY_MS. */
 export const CUTOVER_RETRY_DELAY_MS = 5_000;
-/** Cutover runs once plus 3 retries: it is idempotent and there is no rolling back after it. */
-export const MAX_CUTOVER_ATTEMPTS = 4;
+export const CUTOVER_MAX_RETRY_DELAY_MS = 60_000;
+/**
+ * Cutover is idempotent and there is no rolling back after it (the destination serves), so it outlasts a
+ * node agent's restart or a partition: 12 attempts span about 8 minutes. Only then does it end Failed.
+ */
+export const MAX_CUTOVER_ATTEMPTS = 12;
+
+/** The pause after the n-th failed Cutover attempt (n from 1). */
+export function cutoverRetryDelayMs(failedAttempts: number): number {
+  return Math.min(CUTOVER_MAX_RETRY_DELAY_MS, CUTOVER_RETRY_DELAY_MS * 2 ** Math.max(0, failedAttempts - 1));
+}
 /** How long the terminal status write may take before the machine stops anyway (it must never hang). */
 export const FINAL_PERSIST_TIMEOUT_MS = 15_000;
 
@@ -205,7 +214,7 @@ const machineSetup = setup({
   },
   delays: {
     phaseTimeout: ({ context }) => phaseTimeoutMs(context.spec, context.phase),
-    cutoverRetryDelay: CUTOVER_RETRY_DELAY_MS,
+    cutoverRetryDelay: ({ context }) => cutoverRetryDelayMs(context.cutoverAttempts),
     finalPersistTimeout: FINAL_PERSIST_TIMEOUT_MS,
   },
 });

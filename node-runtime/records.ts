@@ -34,6 +34,8 @@ export interface PodRecord {
   startedAtMs: number;
   /** Set on a destination's copy until its migration's cutover: the pod is not yet served from here. */
   incoming?: string;
+  /** The migration whose rollback moved this copy back here (a repeated move-back request finds it done). */
+  reclaimedBy?: string;
 }
 
 /** Writes JSON atomically (temp file + rename): a crash never leaves half a record. */

@@ -6,7 +6,8 @@
 import type { NatsConnection } from '@nats-io/nats-core';
 import { request } from '../../bus/rpc.js';
 import { Subjects } from '../../bus/subjects.js';
-import { InvalidRequestError, NodeOperationError, PreconditionError } from '../../bus/errors.js';
+import { InvalidRequestError, NodeOperationError, PodMotionError, PreconditionError } from '../../bus/errors.js';
+import { sleep } from '../../common/clock.js';
 import type { FreezeReply, InventoryReply, PrepareReply, RoundReply, SocketSeq } from '../../bus/node-migration.js';
 import type { NodeRegistration } from '../../bus/messages.js';
 import type { ProgressEvent } from '../../bus/api.js';
@@ -29,6 +30,8 @@ export interface EffectDeps {
   secrets: Map<string, PrepareReply>;
   /** Per-connection sequence state before and after, kept out of the status (it can be large). */
   sockets: Map<string, { before: SocketSeq[]; after: SocketSeq[] }>;
+  /** A node missed a route change (see routes.ts). */
+  routesOwed?: (node: string, podIp: string) => void;
 }
 
 export type Json = Record<string, unknown>;
@@ -42,6 +45,20 @@ export const PRECOPY_CONVERGED_BYTES = 4 << 20;
 export const PRECOPY_CONVERGED_FRACTION = 0.05;
 /** Stalled when two rounds in a row send at least 90 % of the round before. */
 export const PRECOPY_STALL_RATIO = 0.9;
+/** How long a rollback keeps asking a node that does not answer (the RollingBack phase allows 300 s). */
+export const ROLLBACK_RETRY_MS = 240_000;
+export const ROLLBACK_RETRY_PAUSE_MS = 2_000;
+/**
+ * Verbs that answer within a second or two (a route, a counter read, a question): a request that gets no
+ * answer in this long was lost, or its agent died with it, and waiting out the whole phase would only delay
+ * the retry or rollback. Everything else (dump, restore, transfers) may take as long as its phase allows.
+ */
+export const QUICK_REQUEST_TIMEOUT_MS = 15_000;
+const QUICK_VERBS: ReadonlySet<string> = new Set([
+  'relay.route', 'mig.restored', 'mig.holdStats', 'mig.disengage', 'mig.inventory', 'mig.arm', 'mig.probe', 'mig.precopy.commit',
+  // Kill, remove, resume: seconds at most, and idempotent, so a rollback asks again rather than wait.
+  'mig.rollback', 'mig.cutover', 'mig.reclaim.prepare', 'mig.reclaim.abort',
+]);
 /** One effect: the machine's status in, a JSON-safe result out. */
 export type Effect = (status: MigrationStatus, signal?: AbortSignal) => Promise<Json>;
 
@@ -77,8 +94,28 @@ export function postCopied(s: MigrationStatus): boolean {
 export function createEffects(deps: EffectDeps) {
   const { nc } = deps;
   const ask = <Req, Res>(node: string, verb: Parameters<typeof Subjects.node>[1], reqC: { encode(v: Req): Uint8Array }, resC: { decode(d: Uint8Array): Res }, body: Req, status: MigrationStatus, phase: WorkPhase | 'RollingBack') =>
-    request(nc, Subjects.node(node, verb), reqC as never, resC as never, body as never, { timeoutMs: phaseTimeoutMs(status.spec, phase as never) }) as Promise<Res>;
+    request(nc, Subjects.node(node, verb), reqC as never, resC as never, body as never, {
+      timeoutMs: Math.min(phaseTimeoutMs(status.spec, phase as never), QUICK_VERBS.has(verb) ? QUICK_REQUEST_TIMEOUT_MS : Infinity),
+    }) as Promise<Res>;
   const step = (s: MigrationStatus) => ({ id: s.spec.id, pod: s.spec.pod });
+  /**
+   * A rollback must reach nodes that are restarting or cut off for a while: a request nobody answered (no
+   * responders, or no reply in time) or that failed for a transient reason is asked again every few seconds,
+   * until ROLLBACK_RETRY_MS have passed.
+   * Node operations are idempotent per migration, so asking again is safe.
+   */
+  const askRetry: typeof ask = async (...args) => {
+    const deadline = deps.clock.nowMs() + ROLLBACK_RETRY_MS;
+    for (;;) {
+      try {
+        return await ask(...args);
+      } catch (e) {
+        // Unanswered (no responders, no reply in time) or a failure the node calls transient.
+        if (!(e instanceof PodMotionError && e.retryable) || deps.clock.nowMs() >= deadline) throw e;
+        await sleep(deps.clock, ROLLBACK_RETRY_PAUSE_MS);
+      }
+    }
+  };
   const effect = (fn: (s: MigrationStatus, signal?: AbortSignal) => Promise<Json>) => fn;
 
   /**
@@ -86,19 +123,29 @@ export function createEffects(deps: EffectDeps) {
    * elsewhere (a node going away) is reported and does not block the migration or its rollback.
    */
   async function routeEverywhere(s: MigrationStatus, podIp: string, node: string, phase: WorkPhase | 'RollingBack', critical: readonly string[]): Promise<{ updated: number; failed: string[] }> {
-    const regs = await deps.registrations();
+    let regs = await deps.registrations();
+    // A rollback waits (bounded) for its critical nodes to be registered again after an agent restart.
+    const deadline = deps.clock.nowMs() + ROLLBACK_RETRY_MS;
+    while (phase === 'RollingBack' && critical.some((n) => !regs.has(n)) && deps.clock.nowMs() < deadline) {
+      await sleep(deps.clock, ROLLBACK_RETRY_PAUSE_MS);
+      regs = await deps.registrations();
+    }
+    const version = deps.clock.nowMs();
     const target = regs.get(node);
     if (!target) throw new PreconditionError(`node ${node} is not registered; cannot route ${podIp} to it`);
     const vtepIp = vtepOf(target.podCidr);
     const names = [...regs.keys()];
+    // A rollback waits for its critical nodes to answer (they may be restarting); the others are owed.
     const results = await Promise.allSettled(names.map((n) =>
-      ask(n, 'relay.route', c.route, c.done, { id: s.spec.id, pod: s.spec.pod, podIp, node, vtepIp }, s, phase)));
+      (phase === 'RollingBack' && critical.includes(n) ? askRetry : ask)(n, 'relay.route', c.route, c.done, { id: s.spec.id, pod: s.spec.pod, podIp, node, vtepIp, version }, s, phase)));
     const failed: string[] = [];
     results.forEach((r, i) => {
       if (r.status === 'rejected') {
         const n = names[i]!;
         if (critical.includes(n)) throw r.reason;
         failed.push(`${n}: ${(r.reason as Error).message}`);
+        // The route reconciler sends it again until that node has it.
+        deps.routesOwed?.(n, podIp);
       }
     });
     await deps.routeExtraMembers(podIp, vtepIp);
@@ -268,63 +315,63 @@ export function createEffects(deps: EffectDeps) {
       // Only a restore can have made a destination copy that served; if one began and the destination does
       // not answer, nobody can say whether resuming the source would make two copies: fail instead (I2).
       const restored = s.conditions.some((x) => x.type === 'Restore') &&
-        (await ask(s.spec.destinationNode, 'mig.restored', c.step, c.done, step(s), s, 'RollingBack')).done;
+        (await askRetry(s.spec.destinationNode, 'mig.restored', c.step, c.done, step(s), s, 'RollingBack')).done;
       const warnings: string[] = [];
       if (restored && postCopied(s)) {
         // A restored PostCopy copy can move back only if all its memory arrived. If not, its missing pages
         // are gone with the page channel and the source copy is stale (the destination served since): the
         // pod is lost, and resuming either copy would serve wrong state. Both are removed; nothing resumes.
-        const finished = await ask(s.spec.destinationNode, 'mig.postcopy.finish', c.step, c.postcopy, step(s), s, 'RollingBack')
+        const finished = await askRetry(s.spec.destinationNode, 'mig.postcopy.finish', c.step, c.postcopy, step(s), s, 'RollingBack')
           .then(() => undefined, (e: Error) => e.message);
         if (finished !== undefined) {
-          await ask(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack').catch((e: Error) => warnings.push(`destination: ${e.message}`));
-          await ask(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack').catch((e: Error) => warnings.push(`source: ${e.message}`));
+          await askRetry(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack').catch((e: Error) => warnings.push(`destination: ${e.message}`));
+          await askRetry(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack').catch((e: Error) => warnings.push(`source: ${e.message}`));
           deps.secrets.delete(s.spec.id);
           deps.sockets.delete(s.spec.id);
           throw new NodeOperationError(`post-copy failed after pod ${s.spec.pod} resumed on ${s.spec.destinationNode} (${finished}); the pod is lost: its restored copy lacked memory and was killed, and the stale source copy on ${s.spec.sourceNode} was removed${warnings.length ? `; ${warnings.join('; ')}` : ''}`);
         }
       }
       if (restored) {
-        const target = await ask(s.spec.sourceNode, 'mig.reclaim.prepare', c.step, c.prepareReply, step(s), s, 'RollingBack');
-        const froze = await ask(s.spec.destinationNode, 'mig.reclaim.freeze', c.reclaimFreeze, c.freezeReply, { ...step(s), target }, s, 'RollingBack');
+        const target = await askRetry(s.spec.sourceNode, 'mig.reclaim.prepare', c.step, c.prepareReply, step(s), s, 'RollingBack');
+        const froze = await askRetry(s.spec.destinationNode, 'mig.reclaim.freeze', c.reclaimFreeze, c.freezeReply, { ...step(s), target }, s, 'RollingBack');
         steps.push(`destination checkpointed (${froze.dumpMs} ms)`);
         const inv = s.results['SocketInventory'] as InventoryReply;
         await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack', [s.spec.sourceNode, s.spec.destinationNode]);
         steps.push('routes returned');
         let back;
         try {
-          back = await ask(s.spec.sourceNode, 'mig.reclaim.restore', c.reclaimRestore, c.restoreReply,
+          back = await askRetry(s.spec.sourceNode, 'mig.reclaim.restore', c.reclaimRestore, c.restoreReply,
             { ...step(s), destinationNode: s.spec.destinationNode, networkContinuity: s.spec.networkContinuity }, s, 'RollingBack');
         } catch (e) {
           // The source copy is gone and its restore failed: the stopped destination copy is the pod now.
           await routeEverywhere(s, inv.ip, s.spec.destinationNode, 'RollingBack', [s.spec.destinationNode]);
-          const note = (await ask(s.spec.destinationNode, 'mig.reclaim.abort', c.step, c.done, step(s), s, 'RollingBack')).note;
-          await ask(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack').catch(() => {});
+          const note = (await askRetry(s.spec.destinationNode, 'mig.reclaim.abort', c.step, c.done, step(s), s, 'RollingBack')).note;
+          await askRetry(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack').catch(() => {});
           throw new NodeOperationError(`moving the pod back failed (${(e as Error).message}); it serves from ${s.spec.destinationNode} (${note ?? 'resumed'})`);
         }
         steps.push(`restored on the source (freeze ${Math.round(back.resumedAtMs - froze.frozenAtMs)} ms)`);
-        await ask(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
+        await askRetry(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
         steps.push('destination discarded');
         deps.secrets.delete(s.spec.id);
         deps.sockets.delete(s.spec.id);
         return { steps, reclaimed: true, connections: back.sockets.length };
       }
-      // No copy ran on the destination: clean it up as far as it answers, but the source must resume
-      // whatever happens there (a dead destination agent must not leave the pod frozen).
-      try {
-        await ask(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
-        steps.push('destination discarded');
-      } catch (e) {
-        warnings.push(`destination ${s.spec.destinationNode} not cleaned up: ${(e as Error).message}`);
-      }
+      // No copy ran on the destination: the source resumes first, whatever happens there (a dead destination
+      // agent must not leave the pod frozen); then the destination is cleaned up, as soon as it answers.
       const inv = s.results['SocketInventory'] as InventoryReply | undefined;
       if (inv && s.conditions.some((x) => x.type === 'OverlayHandoff')) {
         const r = await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack', [s.spec.sourceNode]);
         warnings.push(...r.failed.map((f) => `route not returned on ${f}`));
         steps.push('routes returned');
       }
-      await ask(s.spec.sourceNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack');
+      await askRetry(s.spec.sourceNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack');
       steps.push('source resumed');
+      try {
+        await askRetry(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
+        steps.push('destination discarded');
+      } catch (e) {
+        warnings.push(`destination ${s.spec.destinationNode} not cleaned up: ${(e as Error).message}`);
+      }
       deps.secrets.delete(s.spec.id);
       deps.sockets.delete(s.spec.id);
       return { steps, warnings };

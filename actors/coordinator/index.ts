@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { jetstream } from '@nats-io/jetstream';
-import { createActor, fromPromise, type AnyActorLogic, type Actor } from 'xstate';
+import { createActor, type AnyActorLogic, type Actor } from 'xstate';
 import type { Logger } from 'pino';
 import { sleep, type Clock } from '../../common/clock.js';
 import { ConflictError, InvalidRequestError, NotFoundError, PreconditionError } from '../../bus/errors.js';
@@ -18,12 +18,14 @@ import type { EstimateApiReply, EstimateApiRequest, MigrateRequest, MigrationSum
 import type { PodInfo } from '../../bus/messages.js';
 import { codecs as agentCodecs } from '../../node-runtime/agent.js';
 import {
-  initialStatus, isBeforeCutover, isTerminal, migrationClock, migrationMachine, snapshotForRestart, statusChanged,
-  type EffectInput, type MigrationSpec, type MigrationStatus, type Phase,
+  initialStatus, isBeforeCutover, isTerminal, migrationClock, snapshotForRestart, statusChanged,
+  type MigrationSpec, type MigrationStatus, type Phase,
 } from '../../machines/index.js';
 import { apiCodecs as c, migCodecs as migC } from './codecs.js';
 import { predictFreeze } from './predict.js';
-import { createEffects, type Effect, type EffectDeps } from './effects.js';
+import { createEffects, type EffectDeps } from './effects.js';
+import { provideEffects } from './machine.js';
+import { RouteReconciler } from './routes.js';
 import { MigrationStore } from './store.js';
 
 export const SERVICE_NAME = 'podmotion';
@@ -79,6 +81,11 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       await js.publish(Subjects.migrationProgress(ev.id), c.progress.encode(ev)).catch((e: Error) => log.warn({ err: e.message }, 'progress event not published'));
     },
     secrets: new Map(), sockets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: () => readRegistrations(nc),
+    routesOwed: (node, podIp) => routes.owe(node, podIp),
+  });
+  const routes = new RouteReconciler({
+    nc, clock: cfg.clock, registrations: () => readRegistrations(nc), statuses: () => latest.values(),
+    onError: (node, err) => log.warn({ node, err: err.message }, 'route not brought up to date; will retry'),
   });
 
   async function persist(status: MigrationStatus): Promise<void> {
@@ -95,35 +102,10 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     }
   }
 
-  /** Test hook: after the real work of a phase, fail as if it had. */
-  const withHook = (phase: Phase, effect: Effect) =>
-    fromPromise<Record<string, unknown>, EffectInput>(async ({ input, signal }) => {
-      const out = await effect(input.status, signal);
-      if (failAt.get(input.status.spec.id) === phase) throw new PreconditionError(`injected failure after ${phase} (test hook)`);
-      if (pauseAt.get(input.status.spec.id) === phase) await sleep(cfg.clock, TEST_PAUSE_MS, signal).catch(() => {});
-      return out;
-    });
-
-  const machine = migrationMachine.provide({
-    actors: {
-      persistStatus: fromPromise<Record<string, unknown>, EffectInput>(async ({ input }) => {
-        await persist(input.status);
-        return {};
-      }),
-      socketInventory: withHook('SocketInventory', effects.socketInventory),
-      validate: withHook('Validating', effects.validate),
-      prewarmDestination: withHook('DestinationPrewarm', effects.prewarmDestination),
-      preCopyMemory: withHook('PreCopyMemory', effects.preCopyMemory),
-      armHold: withHook('ZeroWindowArm', effects.armHold),
-      freezeAndCapture: withHook('FinalFreeze', effects.freezeAndCapture),
-      handoffOverlay: withHook('OverlayHandoff', effects.handoffOverlay),
-      restore: withHook('Restore', effects.restore),
-      disengageHold: withHook('DisengageHold', effects.disengageHold),
-      verifyTcp: withHook('TCPVerifying', effects.verifyTcp),
-      verifyService: withHook('ServiceVerifying', effects.verifyService),
-      cutover: withHook('Cutover', effects.cutover),
-      rollback: fromPromise<Record<string, unknown>, EffectInput>(({ input }) => effects.rollback(input.status)),
-    } as never,
+  const machine = provideEffects(effects, persist, async (phase, status, signal) => {
+    const id = status.spec.id;
+    if (failAt.get(id) === phase) throw new PreconditionError(`injected failure after ${phase} (test hook)`);
+    if (pauseAt.get(id) === phase) await sleep(cfg.clock, TEST_PAUSE_MS, signal).catch(() => {});
   });
 
   function host(actor: MigrationActor, id: string): void {
@@ -277,10 +259,12 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       return { id: req.id, phase: s.phase, accepted: true, message: 'cancelled — rollback initiated' };
     })
     .start();
+  routes.start();
   log.info({ service: SERVICE_NAME, id: service.id }, 'coordinator serving');
 
   return {
     async stop() {
+      routes.stop();
       service.stop();
       for (const a of actors.values()) a.stop();
     },

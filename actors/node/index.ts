@@ -59,7 +59,7 @@ export function registerMigrationActors(ctx: NodeContext): Subscription[] {
       log.warn({ migration: r.id, pod: r.pod, note }, 'moving the pod back failed: it resumed here');
       return { done: true, note };
     }), { onError }),
-    serve(nc, at('mig.reclaim.freeze'), c.reclaimFreeze, c.freezeReply, (r) => step(r.id, r.pod, () => reclaimFreeze(ctx, r)), { onError }),
+    serve(nc, at('mig.reclaim.freeze'), c.reclaimFreeze, c.freezeReply, (r) => step(r.id, r.pod, () => reclaimFreeze(ctx, migrationState(r.id, r.pod), r)), { onError }),
     serve(nc, at('mig.reclaim.restore'), c.reclaimRestore, c.restoreReply, (r) => step(r.id, r.pod, async () => {
       const out = await reclaimRestore(ctx, migrationState(r.id, r.pod), r);
       forgetMigration(r.id);

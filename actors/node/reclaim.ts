@@ -32,19 +32,26 @@ export async function reclaimPrepare(ctx: NodeContext, m: NodeMigration, req: Mi
 }
 
 /** On the destination: arm the zero window, checkpoint the serving copy, stream it back. */
-export async function reclaimFreeze(ctx: NodeContext, req: ReclaimFreezeRequest): Promise<FreezeReply> {
+export async function reclaimFreeze(ctx: NodeContext, m: NodeMigration, req: ReclaimFreezeRequest): Promise<FreezeReply> {
+  if (m.reclaimFroze) return m.reclaimFroze;
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   if (!rec || rec.incoming !== req.id) throw new NotFoundError(`no restored copy of ${req.pod} from migration ${req.id} on ${ctx.node.name}`);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
   await ctx.hold.setModes(pin, ['zw']);
   await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS, ctx.node.netns);
-  return checkpoint(ctx, { pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), target: req.target });
+  m.reclaimFroze = await checkpoint(ctx, { pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), target: req.target });
+  return m.reclaimFroze;
 }
 
 /** On the source: replace the frozen copy by the destination's state, release, reopen peers' windows. */
 export async function reclaimRestore(ctx: NodeContext, m: NodeMigration, req: ReclaimRestoreRequest): Promise<RestoreReply> {
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   if (!rec) throw new NotFoundError(`pod ${req.pod} has no source copy on ${ctx.node.name}`);
+  // Asked again (a lost reply, an agent restart): the copy that came back is running; never kill it.
+  if (m.reclaimed) return m.reclaimed;
+  if (rec.reclaimedBy === req.id && (await refOf(rec.init.pid))) {
+    return { resumedAtMs: ctx.clock.nowMs(), restoreMs: 0, initPid: rec.init.pid, sockets: [] };
+  }
   if (!m.reclaimReceiver) throw new NodeOperationError(`migration ${req.id}: no rollback images expected here (agent restarted?)`);
   await m.reclaimReceiver.done;
   // The frozen copy's sockets are still in repair mode: killing it sends nothing, and frees its ports.
@@ -55,12 +62,13 @@ export async function reclaimRestore(ctx: NodeContext, m: NodeMigration, req: Re
   const init = await refOf(r.pid);
   if (!init) throw new NodeOperationError(`pod ${req.pod} restored on ${ctx.node.name} (pid ${r.pid}) exited at once`);
   const { holder: _gone, ...rest } = rec;
-  await writePodRecord(ctx.cluster, { ...rest, init });
+  await writePodRecord(ctx.cluster, { ...rest, init, reclaimedBy: req.id });
   await ctx.hold.reopen({ netns, flowsPin: holdPinDir(ctx.cluster, req.destinationNode, req.pod) }).catch(() => 0);
   await ctx.hold.setModes(pin, []);
   await rm(imagesDir(ctx.cluster, req.id, 'reclaim'), { recursive: true, force: true });
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
-  return { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets };
+  m.reclaimed = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets };
+  return m.reclaimed;
 }
 
 /**

@@ -17,6 +17,9 @@ export interface NodeMigration {
   /** Rollback after the destination served: the source's receiver for the images coming back. */
   reclaim?: PrepareReply;
   reclaimReceiver?: Receiver;
+  /** Replies of the move back, for a repeated request. */
+  reclaimFroze?: FreezeReply;
+  reclaimed?: RestoreReply;
   froze?: FreezeReply;
   restored?: RestoreReply;
   /** A restore began here: from then on, processes in the pod's namespace are a copy that may have served. */

@@ -3,7 +3,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { createActor, fromPromise, SimulatedClock, type Actor, type Snapshot } from 'xstate';
 import {
-  CUTOVER_RETRY_DELAY_MS, FINAL_PERSIST_TIMEOUT_MS, MAX_CUTOVER_ATTEMPTS, PHASES, PHASE_EFFECTS, conditionOf, migrationMachine, phaseIndex,
+  CUTOVER_RETRY_DELAY_MS, FINAL_PERSIST_TIMEOUT_MS, MAX_CUTOVER_ATTEMPTS, cutoverRetryDelayMs, PHASES, PHASE_EFFECTS, conditionOf, migrationMachine, phaseIndex,
   phaseOf, phaseTimeoutMs, snapshotForRestart, type EffectInput, type MigrationActorName, type MigrationMachine,
   type ConditionStatus, type MigrationSpec, type MigrationStatus, type Phase, type WorkPhase,
 } from '../../machines/index.js';
@@ -84,7 +84,7 @@ const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
 async function runToEnd(r: Rig): Promise<MigrationStatus> {
   for (let i = 0; i < 50 && r.actor.getSnapshot().status === 'active'; i++) {
     await settle();
-    if (r.actor.getSnapshot().matches({ Cutover: 'waiting' })) r.clock.increment(CUTOVER_RETRY_DELAY_MS);
+    if (r.actor.getSnapshot().matches({ Cutover: 'waiting' })) r.clock.increment(cutoverRetryDelayMs(r.actor.getSnapshot().context.cutoverAttempts));
   }
   const snapshot = r.actor.getSnapshot();
   if (snapshot.status !== 'done') throw new Error(`machine did not stop: ${JSON.stringify(snapshot.value)}`);
@@ -176,6 +176,13 @@ test('Cutover waits its retry delay between attempts and completes when a retry 
   r.clock.increment(1);
   await settle();
   t.is(countOf(r, 'cutover'), 2);
+  // The next pause is twice as long.
+  r.clock.increment(2 * CUTOVER_RETRY_DELAY_MS - 1);
+  await settle();
+  t.is(countOf(r, 'cutover'), 2);
+  r.clock.increment(1);
+  await settle();
+  t.is(countOf(r, 'cutover'), 3);
   const status = await runToEnd(r);
   t.is(status.phase, 'Complete');
   t.is(status.cutoverAttempts, 3);

@@ -1,0 +1,118 @@
+/**
+ * Keeps the routes of migrated pods converged. A handoff reaches only the nodes that answer; one whose agent
+ * was down or cut off keeps routing the pod IP to where the pod was. The reconciler knows where each pod is
+ * served from the migrations' statuses, and sends every such route to each node that owes them: one that
+ * missed a change, one whose agent restarted (a new registration), and, after a coordinator restart, all.
+ * Routes carry the time of the change they come from, so a late one never undoes a newer handoff.
+ */
+import type { NatsConnection } from '@nats-io/nats-core';
+import type { Clock } from '../../common/clock.js';
+import type { NodeRegistration } from '../../bus/messages.js';
+import type { InventoryReply } from '../../bus/node-migration.js';
+import { request } from '../../bus/rpc.js';
+import { Subjects } from '../../bus/subjects.js';
+import { isTerminal, type MigrationStatus } from '../../machines/index.js';
+import { migCodecs as c } from './codecs.js';
+import { vtepOf } from './effects.js';
+
+export const ROUTE_RECONCILE_INTERVAL_MS = 10_000;
+const ROUTE_TIMEOUT_MS = 10_000;
+
+interface Desired {
+  id: string;
+  pod: string;
+  podIp: string;
+  node: string;
+  version: number;
+}
+
+/** Where each pod with a finished migration is served from, by pod IP; pods migrating now are left alone. */
+export function desiredRoutes(statuses: Iterable<MigrationStatus>): Map<string, Desired> {
+  const latest = new Map<string, MigrationStatus>();
+  const busy = new Set<string>();
+  for (const s of statuses) {
+    if (!isTerminal(s.phase)) busy.add(s.spec.pod);
+    const prev = latest.get(s.spec.pod);
+    if (!prev || s.startedAtMs > prev.startedAtMs) latest.set(s.spec.pod, s);
+  }
+  const out = new Map<string, Desired>();
+  for (const s of latest.values()) {
+    if (busy.has(s.spec.pod) || s.spec.dryRun) continue;
+    const podIp = (s.results['SocketInventory'] as InventoryReply | undefined)?.ip;
+    // Failed leaves the pod wherever its last step left it: not known here, so not reconciled.
+    const node = s.phase === 'Complete' ? s.spec.destinationNode : s.phase === 'RolledBack' || s.phase === 'Cancelled' ? s.spec.sourceNode : undefined;
+    if (!podIp || !node) continue;
+    out.set(podIp, { id: s.spec.id, pod: s.spec.pod, podIp, node, version: s.endedAtMs ?? s.updatedAtMs });
+  }
+  return out;
+}
+
+export class RouteReconciler {
+  /** Registration start time each node was last brought up to date for. */
+  private synced = new Map<string, number>();
+  /** Pod IPs each node missed a change of; kept while the pod migrates, sent once it has a known place. */
+  private owed = new Map<string, Set<string>>();
+  private cancel: (() => void) | undefined;
+  private running = false;
+
+  constructor(private readonly deps: {
+    nc: NatsConnection;
+    clock: Clock;
+    registrations(): Promise<Map<string, NodeRegistration>>;
+    statuses(): Iterable<MigrationStatus>;
+    onError?(node: string, err: Error): void;
+  }) {}
+
+  owe(node: string, podIp: string): void {
+    let s = this.owed.get(node);
+    if (!s) this.owed.set(node, (s = new Set()));
+    s.add(podIp);
+  }
+
+  start(intervalMs = ROUTE_RECONCILE_INTERVAL_MS): void {
+    const loop = () => {
+      void this.tick().finally(() => {
+        if (this.cancel) this.cancel = this.deps.clock.setTimer(loop, intervalMs);
+      });
+    };
+    this.cancel = this.deps.clock.setTimer(loop, intervalMs);
+  }
+
+  stop(): void {
+    this.cancel?.();
+    this.cancel = undefined;
+  }
+
+  /** One pass: every node that owes routes gets all of them; it is in sync once each one succeeded. */
+  async tick(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      const regs = await this.deps.registrations();
+      const desired = [...desiredRoutes(this.deps.statuses()).values()];
+      for (const [node, reg] of regs) {
+        const all = this.synced.get(node) !== reg.startedAtMs;
+        const owed = this.owed.get(node) ?? new Set<string>();
+        const send = desired.filter((d) => all || owed.has(d.podIp));
+        if (send.length === 0 && !all) continue;
+        let ok = true;
+        for (const d of send) {
+          const target = regs.get(d.node);
+          if (!target) continue;
+          try {
+            await request(this.deps.nc, Subjects.node(node, 'relay.route'), c.route, c.done,
+              { id: d.id, pod: d.pod, podIp: d.podIp, node: d.node, vtepIp: vtepOf(target.podCidr), version: d.version }, { timeoutMs: ROUTE_TIMEOUT_MS });
+            owed.delete(d.podIp);
+          } catch (e) {
+            ok = false;
+            this.deps.onError?.(node, e as Error);
+            break;
+          }
+        }
+        if (ok && all) this.synced.set(node, reg.startedAtMs);
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+}
