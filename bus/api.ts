@@ -41,7 +41,7 @@ export const MigrationStatusSchema = obj({
   phase: PhaseSchema,
   conditions: arr(ConditionSchema, { maxItems: 64 }),
   results: record(json(), { maxKeys: 32 }),
-  error: optional(obj({ phase: PhaseSchema, code: str({ maxLength: 64 }), message: str({ maxLength: 8192 }) })),
+  error: optional(obj({ phase: PhaseSchema, code: str({ maxLength: 64 }), message: str({ maxLength: 8192 }), servedFrom: optional(str({ maxLength: 63 })) })),
   cancelRequested: bool(),
   rollbackReason: optional(literal('failure', 'cancel', 'timeout', 'coordinator-restart')),
   cutoverAttempts: num({ int: true, min: 0 }),

@@ -72,7 +72,8 @@ export function summaryLine(s: MigrationStatus): string {
   }
   if (s.phase === 'Validated') return `✓ Dry run passed: ${s.spec.pod} can move ${s.spec.sourceNode} → ${s.spec.destinationNode}`;
   const err = s.error ? `: ${s.error.phase}: ${s.error.message}` : '';
-  return `✗ Migration ${s.phase}${err} · Pod running on: ${s.phase === 'Failed' ? 'see podmotion describe' : s.spec.sourceNode}`;
+  const where = s.phase !== 'Failed' ? s.spec.sourceNode : s.error?.servedFrom ?? 'see podmotion describe';
+  return `✗ Migration ${s.phase}${err} · Pod running on: ${where}`;
 }
 
 async function migrateCmd(argv: string[]): Promise<number> {

@@ -48,6 +48,8 @@ export interface PhaseError {
   phase: Phase;
   code: string;
   message: string;
+  /** Where the pod serves from after this failure, when the rollback knows (e.g. it stayed on the destination). */
+  servedFrom?: string;
 }
 
 /** What sent a migration to RollingBack. */
@@ -165,9 +167,12 @@ export function toPhaseError(phase: Phase, err: unknown, fallbackCode = 'INTERNA
   let code = fallbackCode;
   let message: string;
   if (typeof err === 'object' && err !== null) {
-    const e = err as { code?: unknown; message?: unknown };
+    const e = err as { code?: unknown; message?: unknown; servedFrom?: unknown };
     if (typeof e.code === 'string' && e.code.length > 0) code = e.code;
     message = typeof e.message === 'string' ? e.message : describe(err);
+    if (typeof e.servedFrom === 'string' && e.servedFrom.length > 0) {
+      return { phase, code, message: message.slice(0, MAX_ERROR_MESSAGE_CHARS), servedFrom: e.servedFrom.slice(0, 63) };
+    }
   } else {
     message = err === undefined ? 'unknown error' : String(err);
   }

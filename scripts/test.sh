@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests first (fast, pure), then integration and end-to-end tests serially (they
-# share the machine's namespaces and processes). Leftovers of an interrupted earlier run are removed first.
+# Runs every test: unit tests first (fast, pure), then 2000 seeds of the simulation, then integration and
+# end-to-end tests serially (they share the machine's namespaces and processes). Leftovers of an interrupted earlier run are removed first.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -11,6 +11,11 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 npx ava 'dist/test/unit/**/*.test.js' 2>&1 | tee -a "$log" || status=1
+if [ "$status" -eq 0 ]; then
+  # The deterministic simulation over 2000 seeds (fault rates drawn per seed): any violated invariant fails
+  # the run and prints the seed and the command that replays it.
+  node dist/simulations/cli.js --seed 1 --runs 2000 2>&1 | tee -a "$log" || status=1
+fi
 if [ "$status" -eq 0 ]; then
   npx ava --serial --concurrency 1 'dist/test/integration/**/*.test.js' 2>&1 | tee -a "$log" || status=1
 fi

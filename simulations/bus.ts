@@ -67,13 +67,17 @@ export class SimBus {
     return (n !== undefined && this.partitioned.has(n)) || this.rng.chance(this.faults.loss);
   }
 
-  /** The connection the coordinator's effects get: only `request` is used. */
-  connection(): NatsConnection {
+  /**
+   * The connection the coordinator's effects get: only `request` is used. Once `alive()` is false (the
+   * process died) its requests go nowhere and nothing comes back to it, as for a dead process.
+   */
+  connection(alive: () => boolean = () => true): NatsConnection {
     const request = (subject: string, data: Uint8Array, opts?: { timeout?: number }): Promise<Msg> =>
       new Promise<Msg>((resolve, reject) => {
+        if (!alive()) return;
         let done = false;
         const finish = (f: () => void) => {
-          if (done) return;
+          if (done || !alive()) return;
           done = true;
           cancelTimeout();
           f();

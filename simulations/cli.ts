@@ -39,8 +39,10 @@ if (runs === undefined) {
   const r = await runSeed(k, { traceAll: values.trace });
   if (values.json) process.stdout.write(JSON.stringify({ ...r, trace: values.trace ? r.trace : undefined }) + '\n');
   else report(r);
-  if (values.trace || r.violations.length > 0) process.stdout.write(`trace (last ${r.trace.length} events):\n${r.trace.join('\n')}\n`);
-  for (const v of r.violations) process.stdout.write(`violation: ${v}\n`);
+  if (!values.json) {
+    if (values.trace || r.violations.length > 0) process.stdout.write(`trace (last ${r.trace.length} events):\n${r.trace.join('\n')}\n`);
+    for (const v of r.violations) process.stdout.write(`violation: ${v}\n`);
+  }
   process.exit(r.violations.length === 0 ? 0 : 1);
 }
 

@@ -9,7 +9,7 @@ import type { NodeRegistration } from '../bus/messages.js';
 import { createEffects } from '../actors/coordinator/effects.js';
 import { provideEffects } from '../actors/coordinator/machine.js';
 import { RouteReconciler } from '../actors/coordinator/routes.js';
-import { isTerminal, migrationClock, snapshotForRestart, statusChanged, type MigrationSpec, type MigrationStatus } from '../machines/index.js';
+import { isTerminal, migrationClock, snapshotForRestart, statusChanged, type MigrationSpec, type MigrationStatus, type Phase } from '../machines/index.js';
 import type { SimBus } from './bus.js';
 import type { Scheduler } from './scheduler.js';
 
@@ -24,6 +24,8 @@ export class SimCoordinator {
   private actors = new Map<string, Actor<AnyActorLogic>>();
   /** Latest status per migration, as this incarnation knows it. */
   readonly latest = new Map<string, MigrationStatus>();
+  /** Phase of each record in the KV bucket (kept beside it: reading it back parses JSON). */
+  private phases = new Map<string, Phase>();
   up = false;
   restarts = 0;
   private machine: ReturnType<typeof provideEffects> | undefined;
@@ -43,14 +45,14 @@ export class SimCoordinator {
 
   start(): void {
     this.up = true;
-    const nc = this.bus.connection();
+    const incarnation = this.restarts;
+    const nc = this.bus.connection(() => this.up && this.restarts === incarnation);
     const routes = new RouteReconciler({ nc, clock: this.clock, registrations: async () => this.registrations(), statuses: () => this.latest.values() });
     this.routes = routes;
     const effects = createEffects({
       nc, clock: this.clock, progress: async () => {}, secrets: new Map(), sockets: new Map(),
       routeExtraMembers: async () => {}, registrations: async () => this.registrations(), routesOwed: (n, ip) => routes.owe(n, ip),
     });
-    const incarnation = this.restarts;
     this.machine = provideEffects(effects, async (status) => {
       // A stopped incarnation's effects may still finish; what they persist must not count.
       if (!this.up || this.restarts !== incarnation) throw new Error('coordinator is down');
@@ -58,6 +60,7 @@ export class SimCoordinator {
       if (prev && !statusChanged(prev, status)) return;
       const actor = this.actors.get(status.spec.id);
       this.kv.set(status.spec.id, JSON.stringify({ status, snapshot: actor ? actor.getPersistedSnapshot() : {} }));
+      this.phases.set(status.spec.id, status.phase);
       this.latest.set(status.spec.id, status);
       if (!prev || prev.phase !== status.phase) this.onPhase(status);
     });
@@ -102,6 +105,6 @@ export class SimCoordinator {
 
   /** Migrations not yet ended, per the KV bucket. */
   unfinished(): string[] {
-    return [...this.kv.keys()].filter((id) => !isTerminal(this.record(id)!.status.phase));
+    return [...this.phases].filter(([, phase]) => !isTerminal(phase)).map(([id]) => id);
   }
 }

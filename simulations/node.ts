@@ -40,6 +40,8 @@ export interface OpFaults {
 export interface NodeEvents {
   /** A copy of `pod` was removed from `node` by `migration` in `role`. */
   removed(node: string, pod: string, migration: string, why: string): void;
+  /** An operation may have changed the copies of `pod` (the checkers look at it again). */
+  changed(pod: string): void;
   trace(line: string): void;
 }
 
@@ -100,7 +102,7 @@ export class SimNode {
     this.routeVersions.clear();
   }
 
-  private op<T>(verb: string, id: string, work: () => T | Promise<T>): Promise<T> {
+  private op<T>(verb: string, id: string, pod: string | undefined, work: () => T | Promise<T>): Promise<T> {
     // Operations of one migration run one after another on a node, as actors/node/state.ts serializes them.
     const prev = this.tails.get(id) ?? Promise.resolve();
     const incarnation = this.incarnation;
@@ -125,6 +127,7 @@ export class SimNode {
       if (failBefore) throw new NodeOperationError(`${verb} failed (simulated, before its work)`, { retryable: true });
       if (verb !== 'relay.route' && verb !== 'mig.holdStats') this.events.trace(`${this.name}: ${verb} ${id}`);
       const out = await work();
+      if (pod !== undefined) this.events.changed(pod);
       await alive();
       if (failAfter) throw new NodeOperationError(`${verb} failed (simulated, after its work)`, { retryable: true });
       return out;
@@ -142,19 +145,19 @@ export class SimNode {
     switch (verb) {
       case 'mig.inventory': {
         const r = c.step.decode(data);
-        return enc(c.inventory, await this.op(verb, r.id, () => this.inventory(r.pod)));
+        return enc(c.inventory, await this.op(verb, r.id, r.pod, () => this.inventory(r.pod)));
       }
       case 'mig.prepare': {
         const r = c.prepare.decode(data);
-        return enc(c.prepareReply, await this.op(verb, r.id, () => this.prepare(r.id, r.pod, r.ip)));
+        return enc(c.prepareReply, await this.op(verb, r.id, r.pod, () => this.prepare(r.id, r.pod, r.ip)));
       }
       case 'mig.precopy.prepare': {
         const r = c.roundRef.decode(data);
-        return enc(c.prepareReply, await this.op(verb, r.id, () => this.target(r.id)));
+        return enc(c.prepareReply, await this.op(verb, r.id, r.pod, () => this.target(r.id)));
       }
       case 'mig.precopy.round': {
         const r = c.round.decode(data);
-        return enc(c.roundReply, await this.op(verb, r.id, () => {
+        return enc(c.roundReply, await this.op(verb, r.id, r.pod, () => {
           this.sourceCopy(r.pod, true);
           const bytes = r.round === 1 ? 64 << 20 : (8 << 20) >> r.round;
           return { pages: 16384, newPages: bytes / 4096, bytes, scanMs: 5, transferMs: 10 };
@@ -162,22 +165,22 @@ export class SimNode {
       }
       case 'mig.precopy.commit': {
         const r = c.roundRef.decode(data);
-        return enc(c.done, await this.op(verb, r.id, () => ({ done: true })));
+        return enc(c.done, await this.op(verb, r.id, r.pod, () => ({ done: true })));
       }
       case 'mig.arm': {
         const r = c.step.decode(data);
-        return enc(c.arm, await this.op(verb, r.id, () => {
+        return enc(c.arm, await this.op(verb, r.id, r.pod, () => {
           this.sourceCopy(r.pod, true);
           return { armedAtMs: this.clock.nowMs(), waitedMs: 0 };
         }));
       }
       case 'mig.freeze': {
         const r = c.freeze.decode(data);
-        return enc(c.freezeReply, await this.op(verb, r.id, () => this.freeze(r.id, r.pod, r.target, 'destination')));
+        return enc(c.freezeReply, await this.op(verb, r.id, r.pod, () => this.freeze(r.id, r.pod, r.target, 'destination')));
       }
       case 'relay.route': {
         const r = c.route.decode(data);
-        return enc(c.done, await this.op(verb, `route-${r.podIp}`, () => {
+        return enc(c.done, await this.op(verb, `route-${r.podIp}`, undefined, () => {
           // As actors/node/relay.ts: the newest version wins; versions are agent memory.
           const known = this.routeVersions.get(r.podIp);
           if (r.version !== undefined && known !== undefined && r.version < known) {
@@ -192,58 +195,58 @@ export class SimNode {
       }
       case 'mig.restore': {
         const r = c.restore.decode(data);
-        return enc(c.restoreReply, await this.op(verb, r.id, () => this.restore(r.id, r.pod)));
+        return enc(c.restoreReply, await this.op(verb, r.id, r.pod, () => this.restore(r.id, r.pod)));
       }
       case 'mig.disengage': {
         const r = c.disengageReq.decode(data);
-        return enc(c.disengage, await this.op(verb, r.id, () => {
+        return enc(c.disengage, await this.op(verb, r.id, r.pod, () => {
           this.holds.set(r.pod, 'none');
           return { reopened: 1, releasedAtMs: this.clock.nowMs() };
         }));
       }
       case 'mig.holdStats': {
         const r = c.step.decode(data);
-        return enc(c.holdStats, await this.op(verb, r.id, () => ({
+        return enc(c.holdStats, await this.op(verb, r.id, r.pod, () => ({
           attached: this.holds.has(r.pod), rstToPod: 0, rstFromPod: 0, droppedToPod: 0, droppedFromPod: 0,
         })));
       }
       case 'mig.probe': {
         const r = c.probe.decode(data);
-        return enc(c.probeReply, await this.op(verb, r.id, () => ({ ok: this.copies.get(r.pod)?.state === 'running', ms: 1 })));
+        return enc(c.probeReply, await this.op(verb, r.id, r.pod, () => ({ ok: this.copies.get(r.pod)?.state === 'running', ms: 1 })));
       }
       case 'mig.cutover': {
         const r = c.role.decode(data);
-        return enc(c.done, await this.op(verb, r.id, () => {
+        return enc(c.done, await this.op(verb, r.id, r.pod, () => {
           this.cutover(r.id, r.pod, r.role);
           return { done: true };
         }));
       }
       case 'mig.rollback': {
         const r = c.role.decode(data);
-        return enc(c.done, await this.op(verb, r.id, () => ({ done: true, note: this.rollback(r.id, r.pod, r.role) })));
+        return enc(c.done, await this.op(verb, r.id, r.pod, () => ({ done: true, note: this.rollback(r.id, r.pod, r.role) })));
       }
       case 'mig.restored': {
         const r = c.step.decode(data);
-        return enc(c.done, await this.op(verb, r.id, () => ({ done: this.copies.get(r.pod)?.incoming === r.id && this.copies.get(r.pod)?.state !== 'empty' })));
+        return enc(c.done, await this.op(verb, r.id, r.pod, () => ({ done: this.copies.get(r.pod)?.incoming === r.id && this.copies.get(r.pod)?.state !== 'empty' })));
       }
       case 'mig.reclaim.prepare': {
         const r = c.step.decode(data);
-        return enc(c.prepareReply, await this.op(verb, r.id, () => {
+        return enc(c.prepareReply, await this.op(verb, r.id, r.pod, () => {
           this.reclaimReceivers.add(r.id);
           return this.target(r.id);
         }));
       }
       case 'mig.reclaim.freeze': {
         const r = c.reclaimFreeze.decode(data);
-        return enc(c.freezeReply, await this.op(verb, r.id, () => this.freeze(r.id, r.pod, r.target, 'reclaim')));
+        return enc(c.freezeReply, await this.op(verb, r.id, r.pod, () => this.freeze(r.id, r.pod, r.target, 'reclaim')));
       }
       case 'mig.reclaim.restore': {
         const r = c.reclaimRestore.decode(data);
-        return enc(c.restoreReply, await this.op(verb, r.id, () => this.reclaimRestore(r.id, r.pod)));
+        return enc(c.restoreReply, await this.op(verb, r.id, r.pod, () => this.reclaimRestore(r.id, r.pod)));
       }
       case 'mig.reclaim.abort': {
         const r = c.step.decode(data);
-        return enc(c.done, await this.op(verb, r.id, () => {
+        return enc(c.done, await this.op(verb, r.id, r.pod, () => {
           const copy = this.copies.get(r.pod);
           if (copy && copy.incoming === r.id) {
             copy.state = 'running';
@@ -333,6 +336,8 @@ export class SimNode {
     const done = this.copies.get(pod);
     // As actors/node/reclaim.ts: asked again, the copy that came back is running; never kill it.
     if (done && done.state === 'running' && done.reclaimedBy === id) {
+      this.images.delete(`${id}/reclaim`);
+      this.reclaimReceivers.delete(id);
       return { resumedAtMs: this.clock.nowMs(), restoreMs: 0, initPid: 300, sockets: [] };
     }
     const img = this.images.get(`${id}/reclaim`);
@@ -365,6 +370,8 @@ export class SimNode {
       this.events.removed(this.name, pod, id, 'cutover');
     }
     this.images.delete(`${id}/source`);
+    this.images.delete(`${id}/reclaim`);
+    this.reclaimReceivers.delete(id);
   }
 
   private rollback(id: string, pod: string, role: 'source' | 'destination'): string {

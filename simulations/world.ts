@@ -6,6 +6,7 @@
  */
 import type { NodeRegistration } from '../bus/messages.js';
 import { DEFAULT_TIMEOUTS_MS, isTerminal, type MigrationStatus, type Strategy } from '../machines/index.js';
+import { ROUTE_RECONCILE_INTERVAL_MS } from '../actors/coordinator/routes.js';
 import { SimBus, type BusFaults } from './bus.js';
 import { SimCoordinator } from './coordinator.js';
 import { SimNode, podIp, type OpFaults } from './node.js';
@@ -63,6 +64,11 @@ const ALL_TIMEOUTS_MS = Object.values(DEFAULT_TIMEOUTS_MS).reduce((a, b) => a + 
 const START_MS = 1_800_000_000_000;
 const TRACE_LINES = 400;
 const TICK_MS = 100;
+/**
+ * After the last migration ended: an operation hung before the faults healed ends (at most 120 s, node.ts),
+ * then three route reconcile rounds, each request bounded by its timeout.
+ */
+const CONVERGE_MS = 120_000 + 3 * ROUTE_RECONCILE_INTERVAL_MS + 30_000;
 
 export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise<RunResult> {
   const rng = new Rng(k.seed);
@@ -84,15 +90,22 @@ export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise
   const nodeRng = rng.fork();
   // The coordinator: its persisted statuses tell the checkers what it had verified.
   const ref: { coordinator?: SimCoordinator } = {};
+  /** Pods whose copies an operation may have changed since the last check. */
+  const dirty = new Set<string>();
   const events = {
     trace: say,
+    changed: (pod: string) => dirty.add(pod),
     removed(node: string, pod: string, migration: string, why: string) {
       say(`${node}: copy of ${pod} removed (${why}, ${migration})`);
       if (why === 'cutover') {
-        // I1: the source goes only once the destination was verified serving.
+        // I1: the source goes only once the destination was verified serving; in a rollback, only once the
+        // pod's newer state runs elsewhere (the move back failed and the destination kept it).
         const st = ref.coordinator?.record(migration)?.status;
         const verified = st?.conditions.some((c) => c.type === 'ServiceVerifying' && c.status === 'True');
-        if (!verified) violate(`I1: ${pod}'s source copy on ${node} removed before migration ${migration} verified the destination`);
+        const elsewhere = [...nodes.values()].some((n) => n.name !== node && n.copies.get(pod)?.state === 'running');
+        if (!verified && !(st?.phase === 'RollingBack' && elsewhere)) {
+          violate(`I1: ${pod}'s source copy on ${node} removed before migration ${migration} verified the destination`);
+        }
       }
     },
   };
@@ -149,7 +162,10 @@ export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise
   // Checked after every step: I2 one serving copy at most, I5 no copy serving stale connection state, and
   // the pod never lost (some copy holds its state).
   const check = () => {
-    for (const p of pods) {
+    if (dirty.size === 0) return;
+    const now = [...dirty];
+    dirty.clear();
+    for (const p of now) {
       const copies = [...nodes.values()].map((n) => ({ n: n.name, c: n.copies.get(p) })).filter((x) => x.c && x.c.state !== 'empty');
       const running = copies.filter((x) => x.c!.state === 'running');
       if (running.length > 1) violate(`I2: ${p} runs on ${running.map((x) => x.n).join(' and ')}`);
@@ -202,6 +218,7 @@ export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise
       n.crash();
       downSince.set(n.name, clock.nowMs());
       clock.setTimer(() => {
+        if (n.up) return; // the liveness phase restarted it already
         say(`${n.name}: agent restarts`);
         n.start();
         downSince.delete(n.name);
@@ -216,6 +233,7 @@ export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise
       const down = faultRng.int(100, 20_000);
       coordinatorDownMs += down;
       clock.setTimer(() => {
+        if (coordinator.up) return; // the liveness phase restarted it already
         say('coordinator restarts');
         coordinator.start();
       }, down);
@@ -242,17 +260,23 @@ export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise
   for (const n of nodes.values()) {
     n.faults = { fail: 0, hang: 0, maxOpMs: k.ops.maxOpMs };
     if (!n.up) {
+      say(`${n.name}: agent restarts`);
       n.start();
       downSince.delete(n.name);
     }
   }
-  if (!coordinator.up) coordinator.start();
+  if (!coordinator.up) {
+    say('coordinator restarts');
+    coordinator.start();
+  }
   const settled = () => submitted >= k.migrations && coordinator.up && coordinator.unfinished().length === 0;
   const end = await clock.run({ until: settled, deadlineMs: clock.nowMs() + 2 * ALL_TIMEOUTS_MS + coordinatorDownMs, afterStep: check });
   if (end !== 'until') {
     for (const id of coordinator.unfinished()) violate(`I3: ${id} did not end (phase ${coordinator.record(id)!.status.phase})`);
     if (submitted < k.migrations) violate(`workload: only ${submitted} of ${k.migrations} migrations could be submitted`);
   }
+  // Background convergence (routes a node missed) gets a few reconcile rounds before the end state counts.
+  await clock.run({ deadlineMs: clock.nowMs() + CONVERGE_MS, afterStep: check });
 
   // The end state: every pod served by exactly one copy, routed to it, and nothing of any attempt left.
   const outcomes: Record<string, number> = {};

@@ -54,11 +54,18 @@ export const ROLLBACK_RETRY_PAUSE_MS = 2_000;
  * the retry or rollback. Everything else (dump, restore, transfers) may take as long as its phase allows.
  */
 export const QUICK_REQUEST_TIMEOUT_MS = 15_000;
+/**
+ * In a rollback, one attempt of a long operation (a move back's dump or restore, bounded by CRIU's own
+ * 120 s) may take this long; its operations are idempotent, so an unanswered one is asked again.
+ */
+export const ROLLBACK_REQUEST_TIMEOUT_MS = 120_000;
 const QUICK_VERBS: ReadonlySet<string> = new Set([
   'relay.route', 'mig.restored', 'mig.holdStats', 'mig.disengage', 'mig.inventory', 'mig.arm', 'mig.probe', 'mig.precopy.commit',
   // Kill, remove, resume: seconds at most, and idempotent, so a rollback asks again rather than wait.
   'mig.rollback', 'mig.cutover', 'mig.reclaim.prepare', 'mig.reclaim.abort',
 ]);
+/** A route change on a node other than the migration's two: it is owed (and sent later) if not done by then. */
+export const OTHER_NODE_ROUTE_TIMEOUT_MS = 5_000;
 /** One effect: the machine's status in, a JSON-safe result out. */
 export type Effect = (status: MigrationStatus, signal?: AbortSignal) => Promise<Json>;
 
@@ -90,12 +97,18 @@ export function postCopied(s: MigrationStatus): boolean {
   return (s.results['PreCopyMemory'] as { then?: string } | undefined)?.then === 'PostCopy';
 }
 
+/** Marks a failure with the node the pod serves from after it (the status shows it; routes follow it). */
+export function servedFrom<E extends Error>(err: E, node: string): E & { servedFrom: string } {
+  return Object.assign(err, { servedFrom: node });
+}
+
 /** Builds the machine's actors for one coordinator. */
 export function createEffects(deps: EffectDeps) {
   const { nc } = deps;
   const ask = <Req, Res>(node: string, verb: Parameters<typeof Subjects.node>[1], reqC: { encode(v: Req): Uint8Array }, resC: { decode(d: Uint8Array): Res }, body: Req, status: MigrationStatus, phase: WorkPhase | 'RollingBack') =>
     request(nc, Subjects.node(node, verb), reqC as never, resC as never, body as never, {
-      timeoutMs: Math.min(phaseTimeoutMs(status.spec, phase as never), QUICK_VERBS.has(verb) ? QUICK_REQUEST_TIMEOUT_MS : Infinity),
+      timeoutMs: Math.min(phaseTimeoutMs(status.spec, phase as never),
+        QUICK_VERBS.has(verb) ? QUICK_REQUEST_TIMEOUT_MS : phase === 'RollingBack' ? ROLLBACK_REQUEST_TIMEOUT_MS : Infinity),
     }) as Promise<Res>;
   const step = (s: MigrationStatus) => ({ id: s.spec.id, pod: s.spec.pod });
   /**
@@ -135,9 +148,12 @@ export function createEffects(deps: EffectDeps) {
     if (!target) throw new PreconditionError(`node ${node} is not registered; cannot route ${podIp} to it`);
     const vtepIp = vtepOf(target.podCidr);
     const names = [...regs.keys()];
-    // A rollback waits for its critical nodes to answer (they may be restarting); the others are owed.
-    const results = await Promise.allSettled(names.map((n) =>
-      (phase === 'RollingBack' && critical.includes(n) ? askRetry : ask)(n, 'relay.route', c.route, c.done, { id: s.spec.id, pod: s.spec.pod, podIp, node, vtepIp, version }, s, phase)));
+    // A rollback waits for its critical nodes to answer (they may be restarting). The others get a few seconds:
+    // one slow or lost answer among a hundred nodes must not time the phase out; what they miss is owed.
+    const body = { id: s.spec.id, pod: s.spec.pod, podIp, node, vtepIp, version };
+    const results = await Promise.allSettled(names.map((n) => !critical.includes(n)
+      ? request(nc, Subjects.node(n, 'relay.route'), c.route, c.done, body, { timeoutMs: OTHER_NODE_ROUTE_TIMEOUT_MS })
+      : (phase === 'RollingBack' ? askRetry : ask)(n, 'relay.route', c.route, c.done, body, s, phase)));
     const failed: string[] = [];
     results.forEach((r, i) => {
       if (r.status === 'rejected') {
@@ -309,7 +325,11 @@ export function createEffects(deps: EffectDeps) {
       return { node: s.spec.destinationNode };
     }),
 
-    rollback: effect(async (s) => {
+    rollback: effect(async (s, signal) => {
+      // The machine gave up on this rollback (its phase timed out): nothing destructive may follow.
+      const stillOn = () => {
+        if (signal?.aborted) throw new PreconditionError('rollback abandoned: its phase ended');
+      };
       const steps: string[] = [];
       // Once restored, the destination has served: its state is the pod's state now, so it moves back.
       // Only a restore can have made a destination copy that served; if one began and the destination does
@@ -332,23 +352,30 @@ export function createEffects(deps: EffectDeps) {
         }
       }
       if (restored) {
-        const target = await askRetry(s.spec.sourceNode, 'mig.reclaim.prepare', c.step, c.prepareReply, step(s), s, 'RollingBack');
-        const froze = await askRetry(s.spec.destinationNode, 'mig.reclaim.freeze', c.reclaimFreeze, c.freezeReply, { ...step(s), target }, s, 'RollingBack');
-        steps.push(`destination checkpointed (${froze.dumpMs} ms)`);
         const inv = s.results['SocketInventory'] as InventoryReply;
-        await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack', [s.spec.sourceNode, s.spec.destinationNode]);
-        steps.push('routes returned');
-        let back;
-        try {
-          back = await askRetry(s.spec.sourceNode, 'mig.reclaim.restore', c.reclaimRestore, c.restoreReply,
-            { ...step(s), destinationNode: s.spec.destinationNode, networkContinuity: s.spec.networkContinuity }, s, 'RollingBack');
-        } catch (e) {
-          // The source copy is gone and its restore failed: the stopped destination copy is the pod now.
+        /**
+         * The move back failed for sure (the node said so): the destination copy holds the pod's newest state, so
+         * it resumes where it is and is served from there; the stale source copy goes. Unanswered to the end,
+         * a step may have worked: resuming the destination could make two copies, so the rollback fails instead.
+         */
+        const stayOnDestination = async (e: unknown): Promise<never> => {
+          if (!(e instanceof PodMotionError) || e.code === 'TIMEOUT' || (e.code === 'NOT_FOUND' && e.retryable)) throw e;
+          stillOn();
           await routeEverywhere(s, inv.ip, s.spec.destinationNode, 'RollingBack', [s.spec.destinationNode]);
           const note = (await askRetry(s.spec.destinationNode, 'mig.reclaim.abort', c.step, c.done, step(s), s, 'RollingBack')).note;
           await askRetry(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack').catch(() => {});
-          throw new NodeOperationError(`moving the pod back failed (${(e as Error).message}); it serves from ${s.spec.destinationNode} (${note ?? 'resumed'})`);
-        }
+          throw servedFrom(new NodeOperationError(`moving the pod back failed (${(e as Error).message}); it serves from ${s.spec.destinationNode} (${note ?? 'resumed'})`), s.spec.destinationNode);
+        };
+        const target = await askRetry(s.spec.sourceNode, 'mig.reclaim.prepare', c.step, c.prepareReply, step(s), s, 'RollingBack');
+        const froze = await askRetry(s.spec.destinationNode, 'mig.reclaim.freeze', c.reclaimFreeze, c.freezeReply, { ...step(s), target }, s, 'RollingBack')
+          .catch(stayOnDestination);
+        steps.push(`destination checkpointed (${froze.dumpMs} ms)`);
+        await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack', [s.spec.sourceNode, s.spec.destinationNode]);
+        steps.push('routes returned');
+        // If the source's restore fails, the source copy is gone and the stopped destination copy is the pod.
+        const back = await askRetry(s.spec.sourceNode, 'mig.reclaim.restore', c.reclaimRestore, c.restoreReply,
+          { ...step(s), destinationNode: s.spec.destinationNode, networkContinuity: s.spec.networkContinuity }, s, 'RollingBack')
+          .catch(stayOnDestination);
         steps.push(`restored on the source (freeze ${Math.round(back.resumedAtMs - froze.frozenAtMs)} ms)`);
         await askRetry(s.spec.destinationNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'destination' }, s, 'RollingBack');
         steps.push('destination discarded');
@@ -364,6 +391,7 @@ export function createEffects(deps: EffectDeps) {
         warnings.push(...r.failed.map((f) => `route not returned on ${f}`));
         steps.push('routes returned');
       }
+      stillOn();
       await askRetry(s.spec.sourceNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack');
       steps.push('source resumed');
       try {

@@ -34,7 +34,7 @@ export function provideEffects(effects: ReturnType<typeof createEffects>, persis
       verifyTcp: withHook('TCPVerifying', effects.verifyTcp),
       verifyService: withHook('ServiceVerifying', effects.verifyService),
       cutover: withHook('Cutover', effects.cutover),
-      rollback: fromPromise<Record<string, unknown>, EffectInput>(({ input }) => effects.rollback(input.status)),
+      rollback: fromPromise<Record<string, unknown>, EffectInput>(({ input, signal }) => effects.rollback(input.status, signal)),
     } as never,
   });
 }

@@ -26,22 +26,36 @@ interface Desired {
   version: number;
 }
 
-/** Where each pod with a finished migration is served from, by pod IP; pods migrating now are left alone. */
-export function desiredRoutes(statuses: Iterable<MigrationStatus>): Map<string, Desired> {
+/**
+ * Where each pod with a finished migration is served from, by pod IP; pods migrating now are left alone and
+ * listed in `busy` (by IP, when known), so a node brought up to date meanwhile still owes them.
+ */
+export function desiredRoutes(statuses: Iterable<MigrationStatus>, busyIps?: Set<string>): Map<string, Desired> {
   const latest = new Map<string, MigrationStatus>();
+  const ips = new Map<string, string>();
   const busy = new Set<string>();
   for (const s of statuses) {
+    if (s.spec.dryRun) continue;
     if (!isTerminal(s.phase)) busy.add(s.spec.pod);
+    // A pod keeps its IP wherever it goes: any migration that inventoried it knows it.
+    const ip = (s.results['SocketInventory'] as InventoryReply | undefined)?.ip;
+    if (ip) ips.set(s.spec.pod, ip);
     const prev = latest.get(s.spec.pod);
     if (!prev || s.startedAtMs > prev.startedAtMs) latest.set(s.spec.pod, s);
   }
   const out = new Map<string, Desired>();
+  for (const pod of busy) {
+    const ip = ips.get(pod);
+    if (ip) busyIps?.add(ip);
+  }
   for (const s of latest.values()) {
-    if (busy.has(s.spec.pod) || s.spec.dryRun) continue;
-    const podIp = (s.results['SocketInventory'] as InventoryReply | undefined)?.ip;
-    // Failed leaves the pod wherever its last step left it: not known here, so not reconciled.
-    const node = s.phase === 'Complete' ? s.spec.destinationNode : s.phase === 'RolledBack' || s.phase === 'Cancelled' ? s.spec.sourceNode : undefined;
-    if (!podIp || !node) continue;
+    const podIp = ips.get(s.spec.pod);
+    if (busy.has(s.spec.pod) || !podIp) continue;
+    // Failed leaves the pod wherever its last step left it: reconciled only when the failure says where.
+    const node = s.phase === 'Complete' ? s.spec.destinationNode
+      : s.phase === 'RolledBack' || s.phase === 'Cancelled' ? s.spec.sourceNode
+      : s.error?.servedFrom;
+    if (!node) continue;
     out.set(podIp, { id: s.spec.id, pod: s.spec.pod, podIp, node, version: s.endedAtMs ?? s.updatedAtMs });
   }
   return out;
@@ -89,12 +103,15 @@ export class RouteReconciler {
     this.running = true;
     try {
       const regs = await this.deps.registrations();
-      const desired = [...desiredRoutes(this.deps.statuses()).values()];
-      for (const [node, reg] of regs) {
+      const busyIps = new Set<string>();
+      const desired = [...desiredRoutes(this.deps.statuses(), busyIps).values()];
+      // Nodes in parallel, each node's routes one after another.
+      await Promise.all([...regs].map(async ([node, reg]) => {
         const all = this.synced.get(node) !== reg.startedAtMs;
+        if (all) for (const ip of busyIps) this.owe(node, ip);
         const owed = this.owed.get(node) ?? new Set<string>();
         const send = desired.filter((d) => all || owed.has(d.podIp));
-        if (send.length === 0 && !all) continue;
+        if (send.length === 0 && !all) return;
         let ok = true;
         for (const d of send) {
           const target = regs.get(d.node);
@@ -110,7 +127,7 @@ export class RouteReconciler {
           }
         }
         if (ok && all) this.synced.set(node, reg.startedAtMs);
-      }
+      }));
     } finally {
       this.running = false;
     }

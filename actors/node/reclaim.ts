@@ -47,10 +47,14 @@ export async function reclaimFreeze(ctx: NodeContext, m: NodeMigration, req: Rec
 export async function reclaimRestore(ctx: NodeContext, m: NodeMigration, req: ReclaimRestoreRequest): Promise<RestoreReply> {
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   if (!rec) throw new NotFoundError(`pod ${req.pod} has no source copy on ${ctx.node.name}`);
-  // Asked again (a lost reply, an agent restart): the copy that came back is running; never kill it.
-  if (m.reclaimed) return m.reclaimed;
-  if (rec.reclaimedBy === req.id && (await refOf(rec.init.pid))) {
-    return { resumedAtMs: ctx.clock.nowMs(), restoreMs: 0, initPid: rec.init.pid, sockets: [] };
+  // Asked again (a lost reply, an agent restart): the copy that came back is running; never kill it. Images
+  // a repeated move back sent meanwhile are not needed: they go (they hold the pod's memory).
+  const again = m.reclaimed ?? (rec.reclaimedBy === req.id && (await refOf(rec.init.pid))
+    ? { resumedAtMs: ctx.clock.nowMs(), restoreMs: 0, initPid: rec.init.pid, sockets: [] } : undefined);
+  if (again) {
+    m.reclaimReceiver?.close();
+    await rm(imagesDir(ctx.cluster, req.id, 'reclaim'), { recursive: true, force: true });
+    return again;
   }
   if (!m.reclaimReceiver) throw new NodeOperationError(`migration ${req.id}: no rollback images expected here (agent restarted?)`);
   await m.reclaimReceiver.done;
@@ -77,6 +81,8 @@ export async function reclaimRestore(ctx: NodeContext, m: NodeMigration, req: Re
  */
 export async function reclaimAbort(ctx: NodeContext, req: MigStep): Promise<string> {
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
+  // Asked again after it worked: the copy is served from here already.
+  if (rec && rec.incoming === undefined) return 'served from here already';
   if (!rec || rec.incoming !== req.id) throw new NotFoundError(`no restored copy of ${req.pod} from migration ${req.id} on ${ctx.node.name}`);
   const note = await resumeInPlace(ctx, rec);
   const { incoming: _served, ...served } = rec;

@@ -162,6 +162,9 @@ export async function cutoverSource(ctx: NodeContext, req: MigStep): Promise<voi
     await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
   }
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
+  // A move back that failed may have left its receiver and images here: they hold the pod's memory.
+  migrationState(req.id, req.pod).reclaimReceiver?.close();
+  await rm(imagesDir(ctx.cluster, req.id, 'reclaim'), { recursive: true, force: true });
   await removePrecopy(ctx, req.id);
   holdBaselines.delete(req.id);
 }

@@ -13,6 +13,8 @@ const REGRESSIONS: Array<[seed: number, found: string]> = [
   [25, 'a lost rollback request waited out the whole RollingBack phase, leaving the pod frozen'],
   [61, 'a repeated move-back request killed the copy the first one had restored: the pod was lost'],
   [167, 'a repeated move-back request left two copies running'],
+  [387, 'a node brought up to date while a pod migrated never got that pod\'s route afterwards'],
+  [1917, 'a move back that failed after its images arrived left them (the pod\'s memory) on the source'],
 ];
 
 for (const [seed, found] of REGRESSIONS) {
