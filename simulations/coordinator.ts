@@ -9,6 +9,7 @@ import type { NodeRegistration } from '../bus/messages.js';
 import { createEffects } from '../actors/coordinator/effects.js';
 import { provideEffects } from '../actors/coordinator/machine.js';
 import { RouteReconciler } from '../actors/coordinator/routes.js';
+import { RollbackJanitor } from '../actors/coordinator/janitor.js';
 import { isTerminal, migrationClock, snapshotForRestart, statusChanged, type MigrationSpec, type MigrationStatus, type Phase } from '../machines/index.js';
 import type { SimBus } from './bus.js';
 import type { Scheduler } from './scheduler.js';
@@ -30,6 +31,7 @@ export class SimCoordinator {
   restarts = 0;
   private machine: ReturnType<typeof provideEffects> | undefined;
   private routes: RouteReconciler | undefined;
+  private janitor: RollbackJanitor | undefined;
 
   constructor(
     private readonly bus: SimBus,
@@ -65,6 +67,17 @@ export class SimCoordinator {
       if (!prev || prev.phase !== status.phase) this.onPhase(status);
     });
     routes.start();
+    const janitor = new RollbackJanitor({
+      nc, clock: this.clock, statuses: () => this.latest.values(),
+      save: async (status) => {
+        const prev = this.record(status.spec.id);
+        this.kv.set(status.spec.id, JSON.stringify({ status, snapshot: prev?.snapshot ?? {} }));
+        this.latest.set(status.spec.id, status);
+      },
+      onDone: (status) => this.onPhase(status),
+    });
+    this.janitor = janitor;
+    janitor.start();
     for (const [id] of this.kv) {
       const rec = this.record(id)!;
       this.latest.set(id, rec.status);
@@ -81,6 +94,7 @@ export class SimCoordinator {
   crash(): void {
     this.up = false;
     this.routes?.stop();
+    this.janitor?.stop();
     this.restarts++;
     for (const a of this.actors.values()) a.stop();
     this.actors.clear();

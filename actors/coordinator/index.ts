@@ -26,6 +26,7 @@ import { predictFreeze } from './predict.js';
 import { createEffects, type EffectDeps } from './effects.js';
 import { provideEffects } from './machine.js';
 import { RouteReconciler } from './routes.js';
+import { RollbackJanitor } from './janitor.js';
 import { MigrationStore } from './store.js';
 
 export const SERVICE_NAME = 'podmotion';
@@ -259,12 +260,23 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       return { id: req.id, phase: s.phase, accepted: true, message: 'cancelled — rollback initiated' };
     })
     .start();
+  const janitor = new RollbackJanitor({
+    nc, clock: cfg.clock, statuses: () => latest.values(),
+    save: async (st) => {
+      const rec = await store.get(st.spec.id);
+      await store.put(st, rec?.snapshot ?? {});
+      latest.set(st.spec.id, st);
+    },
+    onDone: (st) => log.warn({ migration: st.spec.id, pod: st.spec.pod, node: st.spec.sourceNode }, 'failed rollback finished: the pod serves from the source again'),
+  });
   routes.start();
+  janitor.start();
   log.info({ service: SERVICE_NAME, id: service.id }, 'coordinator serving');
 
   return {
     async stop() {
       routes.stop();
+      janitor.stop();
       service.stop();
       for (const a of actors.values()) a.stop();
     },
