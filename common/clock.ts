@@ -33,3 +33,22 @@ export function sleep(clock: Clock, delayMs: number, signal?: AbortSignal): Prom
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/**
+ * Runs fn every intervalMs on the given clock, the first time after one interval; a run never overlaps the
+ * previous one (the next waits until it settled). Returns the function that stops it.
+ */
+export function every(clock: Clock, intervalMs: number, fn: () => Promise<void>): () => void {
+  let cancel: (() => void) | undefined;
+  let stopped = false;
+  const loop = () => {
+    void fn().catch(() => {}).finally(() => {
+      if (!stopped) cancel = clock.setTimer(loop, intervalMs);
+    });
+  };
+  cancel = clock.setTimer(loop, intervalMs);
+  return () => {
+    stopped = true;
+    cancel?.();
+  };
+}

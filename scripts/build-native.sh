@@ -10,7 +10,8 @@ mkdir -p "$root/dist/native"
 build() {
   local src=$1 out=$2 stale=0 h
   [ -f "$out" ] && [ ! "$src" -nt "$out" ] || stale=1
-  for h in "$(dirname "$src")"/*.h; do [ "$h" -nt "$out" ] && stale=1; done
+  # criu-shim's helpers include node-runtime's shared headers (pidns.h) too.
+  for h in "$(dirname "$src")"/*.h "$root"/node-runtime/native/*.h; do [ "$h" -nt "$out" ] && stale=1; done
   if [ "$stale" = 1 ]; then
     gcc -O2 -Wall -Werror -o "$out.tmp" "$src"
     mv "$out.tmp" "$out"

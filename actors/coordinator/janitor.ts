@@ -7,7 +7,7 @@
  * left alone: nobody can say which copy is the pod's state.
  */
 import type { NatsConnection } from '@nats-io/nats-core';
-import type { Clock } from '../../common/clock.js';
+import { every, type Clock } from '../../common/clock.js';
 import { request } from '../../bus/rpc.js';
 import { Subjects } from '../../bus/subjects.js';
 import type { MigrationStatus } from '../../machines/index.js';
@@ -24,7 +24,6 @@ export function finishable(s: MigrationStatus): boolean {
 
 export class RollbackJanitor {
   private cancel: (() => void) | undefined;
-  private running = false;
 
   constructor(private readonly deps: {
     nc: NatsConnection;
@@ -36,12 +35,7 @@ export class RollbackJanitor {
   }) {}
 
   start(intervalMs = JANITOR_INTERVAL_MS): void {
-    const loop = () => {
-      void this.tick().finally(() => {
-        if (this.cancel) this.cancel = this.deps.clock.setTimer(loop, intervalMs);
-      });
-    };
-    this.cancel = this.deps.clock.setTimer(loop, intervalMs);
+    this.cancel = every(this.deps.clock, intervalMs, () => this.tick());
   }
 
   stop(): void {
@@ -50,28 +44,22 @@ export class RollbackJanitor {
   }
 
   async tick(): Promise<void> {
-    if (this.running) return;
-    this.running = true;
-    try {
-      for (const s of [...this.deps.statuses()].filter(finishable)) {
-        const step = { id: s.spec.id, pod: s.spec.pod };
-        const opts = { timeoutMs: JANITOR_REQUEST_TIMEOUT_MS };
-        try {
-          // The source first: the pod serves again even if the destination still does not answer.
-          await request(this.deps.nc, Subjects.node(s.spec.sourceNode, 'mig.rollback'), c.role, c.done, { ...step, role: 'source' }, opts);
-          await request(this.deps.nc, Subjects.node(s.spec.destinationNode, 'mig.rollback'), c.role, c.done, { ...step, role: 'destination' }, opts);
-        } catch {
-          continue; // the next round asks again
-        }
-        const done: MigrationStatus = {
-          ...s, updatedAtMs: this.deps.clock.nowMs(),
-          error: { ...s.error!, servedFrom: s.spec.sourceNode, message: `${s.error!.message}; later resumed on ${s.spec.sourceNode} once it answered` },
-        };
-        await this.deps.save(done);
-        this.deps.onDone?.(done);
+    for (const s of [...this.deps.statuses()].filter(finishable)) {
+      const step = { id: s.spec.id, pod: s.spec.pod };
+      const opts = { timeoutMs: JANITOR_REQUEST_TIMEOUT_MS };
+      try {
+        // The source first: the pod serves again even if the destination still does not answer.
+        await request(this.deps.nc, Subjects.node(s.spec.sourceNode, 'mig.rollback'), c.role, c.done, { ...step, role: 'source' }, opts);
+        await request(this.deps.nc, Subjects.node(s.spec.destinationNode, 'mig.rollback'), c.role, c.done, { ...step, role: 'destination' }, opts);
+      } catch {
+        continue; // the next round asks again
       }
-    } finally {
-      this.running = false;
+      const done: MigrationStatus = {
+        ...s, updatedAtMs: this.deps.clock.nowMs(),
+        error: { ...s.error!, servedFrom: s.spec.sourceNode, message: `${s.error!.message}; later resumed on ${s.spec.sourceNode} once it answered` },
+      };
+      await this.deps.save(done);
+      this.deps.onDone?.(done);
     }
   }
 }

@@ -6,7 +6,7 @@
  * Routes carry the time of the change they come from, so a late one never undoes a newer handoff.
  */
 import type { NatsConnection } from '@nats-io/nats-core';
-import type { Clock } from '../../common/clock.js';
+import { every, type Clock } from '../../common/clock.js';
 import type { NodeRegistration } from '../../bus/messages.js';
 import type { InventoryReply } from '../../bus/node-migration.js';
 import { request } from '../../bus/rpc.js';
@@ -67,7 +67,6 @@ export class RouteReconciler {
   /** Pod IPs each node missed a change of; kept while the pod migrates, sent once it has a known place. */
   private owed = new Map<string, Set<string>>();
   private cancel: (() => void) | undefined;
-  private running = false;
 
   constructor(private readonly deps: {
     nc: NatsConnection;
@@ -84,12 +83,7 @@ export class RouteReconciler {
   }
 
   start(intervalMs = ROUTE_RECONCILE_INTERVAL_MS): void {
-    const loop = () => {
-      void this.tick().finally(() => {
-        if (this.cancel) this.cancel = this.deps.clock.setTimer(loop, intervalMs);
-      });
-    };
-    this.cancel = this.deps.clock.setTimer(loop, intervalMs);
+    this.cancel = every(this.deps.clock, intervalMs, () => this.tick());
   }
 
   stop(): void {
@@ -99,37 +93,31 @@ export class RouteReconciler {
 
   /** One pass: every node that owes routes gets all of them; it is in sync once each one succeeded. */
   async tick(): Promise<void> {
-    if (this.running) return;
-    this.running = true;
-    try {
-      const regs = await this.deps.registrations();
-      const busyIps = new Set<string>();
-      const desired = [...desiredRoutes(this.deps.statuses(), busyIps).values()];
-      // Nodes in parallel, each node's routes one after another.
-      await Promise.all([...regs].map(async ([node, reg]) => {
-        const all = this.synced.get(node) !== reg.startedAtMs;
-        if (all) for (const ip of busyIps) this.owe(node, ip);
-        const owed = this.owed.get(node) ?? new Set<string>();
-        const send = desired.filter((d) => all || owed.has(d.podIp));
-        if (send.length === 0 && !all) return;
-        let ok = true;
-        for (const d of send) {
-          const target = regs.get(d.node);
-          if (!target) continue;
-          try {
-            await request(this.deps.nc, Subjects.node(node, 'relay.route'), c.route, c.done,
-              { id: d.id, pod: d.pod, podIp: d.podIp, node: d.node, vtepIp: vtepOf(target.podCidr), version: d.version }, { timeoutMs: ROUTE_TIMEOUT_MS });
-            owed.delete(d.podIp);
-          } catch (e) {
-            ok = false;
-            this.deps.onError?.(node, e as Error);
-            break;
-          }
+    const regs = await this.deps.registrations();
+    const busyIps = new Set<string>();
+    const desired = [...desiredRoutes(this.deps.statuses(), busyIps).values()];
+    // Nodes in parallel, each node's routes one after another.
+    await Promise.all([...regs].map(async ([node, reg]) => {
+      const all = this.synced.get(node) !== reg.startedAtMs;
+      if (all) for (const ip of busyIps) this.owe(node, ip);
+      const owed = this.owed.get(node) ?? new Set<string>();
+      const send = desired.filter((d) => all || owed.has(d.podIp));
+      if (send.length === 0 && !all) return;
+      let ok = true;
+      for (const d of send) {
+        const target = regs.get(d.node);
+        if (!target) continue;
+        try {
+          await request(this.deps.nc, Subjects.node(node, 'relay.route'), c.route, c.done,
+            { id: d.id, pod: d.pod, podIp: d.podIp, node: d.node, vtepIp: vtepOf(target.podCidr), version: d.version }, { timeoutMs: ROUTE_TIMEOUT_MS });
+          owed.delete(d.podIp);
+        } catch (e) {
+          ok = false;
+          this.deps.onError?.(node, e as Error);
+          break;
         }
-        if (ok && all) this.synced.set(node, reg.startedAtMs);
-      }));
-    } finally {
-      this.running = false;
-    }
+      }
+      if (ok && all) this.synced.set(node, reg.startedAtMs);
+    }));
   }
 }

@@ -16,11 +16,11 @@ import path from 'node:path';
 import { killPodProcesses, removePodNetwork } from '../../node-runtime/pods.js';
 import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runtime/records.js';
 import type { NodeContext } from './context.js';
+import { sleep } from '../../common/clock.js';
 import type { HoldCounters } from './hold.js';
 
 /** How long cutover waits for a finished post-copy session to close before closing it itself. */
 const LAZY_END_WAIT_MS = 10_000;
-const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
 /** Per migration armed here: how long to wait, under the zero window, for the peers to go quiet. */
 const armed = new Map<string, number>();
@@ -141,7 +141,7 @@ async function endLazySession(ctx: NodeContext, req: MigStep, why: 'cutover' | '
   const session = m.lazy;
   if (session) {
     if (why === 'rollback') session.pages.end('rolled back');
-    const stats = await Promise.race([session.pages.done, sleepMs(LAZY_END_WAIT_MS).then(() => undefined)]);
+    const stats = await Promise.race([session.pages.done, sleep(ctx.clock, LAZY_END_WAIT_MS).then(() => undefined)]);
     if (!stats) session.pages.end(`${why}: still open after ${LAZY_END_WAIT_MS} ms`);
     const s = await session.pages.done;
     ctx.log.info({ migration: req.id, bytes: s.bytes, complete: s.complete, ms: Math.round(s.ms), summary: s.summary, ended: session.pages.endReason() }, 'post-copy session over');

@@ -16,7 +16,6 @@
  * The last line on stderr is "pm-page-source: requests=N pages=M" or the error.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <fcntl.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -24,9 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#include "../../node-runtime/native/pidns.h"
 
 #define PAGE_BYTES 4096UL
 #define PS_IOV_ADD_F 6
@@ -68,41 +68,31 @@ static struct {
 } map[MAX_TASKS];
 static int nmap;
 
+static void map_task(int pid, void *arg)
+{
+	(void)arg;
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "NSpid:", 6))
+			continue;
+		char *last = strrchr(line, '\t');
+		if (last && nmap < MAX_TASKS) {
+			map[nmap].vpid = atoi(last + 1);
+			map[nmap].pid = pid;
+			nmap++;
+		}
+	}
+	fclose(f);
+}
+
 static void build_map(int root)
 {
-	char path[64], line[256];
-	struct stat rootns, st;
-	snprintf(path, sizeof(path), "/proc/%d/ns/pid", root);
-	if (stat(path, &rootns))
+	if (for_each_pid_in_ns(root, map_task, NULL))
 		die(1, "pod init %d: %s", root, strerror(errno));
-	DIR *proc = opendir("/proc");
-	if (!proc)
-		die(1, "/proc: %s", strerror(errno));
-	struct dirent *e;
-	while ((e = readdir(proc))) {
-		int pid = atoi(e->d_name);
-		if (pid <= 0)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/ns/pid", pid);
-		if (stat(path, &st) || st.st_ino != rootns.st_ino || st.st_dev != rootns.st_dev)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/status", pid);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue;
-		while (fgets(line, sizeof(line), f)) {
-			if (strncmp(line, "NSpid:", 6))
-				continue;
-			char *last = strrchr(line, '\t');
-			if (last && nmap < MAX_TASKS) {
-				map[nmap].vpid = atoi(last + 1);
-				map[nmap].pid = pid;
-				nmap++;
-			}
-		}
-		fclose(f);
-	}
-	closedir(proc);
 	if (nmap == 0)
 		die(1, "no task in the pid namespace of %d", root);
 }

@@ -7,12 +7,10 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import tls from 'node:tls';
-import type { AddressInfo } from 'node:net';
+import type tls from 'node:tls';
 import { NodeOperationError } from '../../bus/errors.js';
+import { listenEphemeral, pskConnect, pskServer } from './psk.js';
 
-/** TLS 1.2 PSK with AES-GCM: authenticated encryption, no certificates to manage per migration. */
-const PSK_CIPHERS = 'PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305';
 const PSK_IDENTITY = 'podmotion-images';
 /** Upper bounds on what a receiver accepts: a checkpoint is many files, but not unboundedly many. */
 export const MAX_FILES = 100_000;
@@ -153,12 +151,7 @@ export async function startReceiver(opts: { host: string; dir: string; key: Buff
   const done = new Promise<TransferStats>((resolve, reject) => (settle = { resolve, reject }));
   done.catch(() => {});
   let taken = false;
-  const server = tls.createServer({
-    ciphers: PSK_CIPHERS,
-    minVersion: 'TLSv1.2',
-    maxVersion: 'TLSv1.2',
-    pskCallback: (_sock, identity) => (identity === PSK_IDENTITY ? opts.key : null),
-  }, (sock) => {
+  const server = pskServer(PSK_IDENTITY, opts.key, (sock) => {
     if (taken) return sock.destroy();
     taken = true;
     server.close();
@@ -169,12 +162,7 @@ export async function startReceiver(opts: { host: string; dir: string; key: Buff
       settle.reject(e);
     });
   });
-  server.on('tlsClientError', () => {});
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, opts.host, () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenEphemeral(server, opts.host);
   return {
     host: opts.host, port, done,
     close() {
@@ -241,11 +229,7 @@ async function sendFile(sock: tls.TLSSocket, file: string, size: number, pacer: 
 export async function sendDirectory(opts: { host: string; port: number; key: Buffer; dir: string; signal?: AbortSignal; bandwidthMbps?: number }): Promise<TransferStats> {
   const t0 = performance.now();
   const names = (await readdir(opts.dir)).sort();
-  const sock = tls.connect({
-    host: opts.host, port: opts.port, ciphers: PSK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2',
-    pskCallback: () => ({ psk: opts.key, identity: PSK_IDENTITY }),
-    checkServerIdentity: () => undefined,
-  });
+  const sock = pskConnect({ host: opts.host, port: opts.port, key: opts.key, identity: PSK_IDENTITY });
   // A receiver that stops reading (its node went away) must fail the freeze in bounded time, not in minutes
   // of kernel TCP retries while the pod stays frozen.
   sock.setTimeout(TRANSFER_IDLE_TIMEOUT_MS, () => sock.destroy(new NodeOperationError(`image stream stalled for ${TRANSFER_IDLE_TIMEOUT_MS} ms`)));

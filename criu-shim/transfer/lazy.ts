@@ -15,11 +15,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import net from 'node:net';
-import tls from 'node:tls';
-import type { AddressInfo } from 'node:net';
+import type tls from 'node:tls';
 import { NodeOperationError } from '../../bus/errors.js';
+import { listenEphemeral, pskConnect, pskServer } from './psk.js';
 
-const PSK_CIPHERS = 'PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305';
 /** Not the image stream's identity: a page channel cannot be mistaken for an image stream or the reverse. */
 const PSK_IDENTITY = 'podmotion-pages';
 /** A peer that connects but completes no handshake in this long is not a migration peer. */
@@ -73,11 +72,7 @@ export interface PageSource {
 export async function servePages(o: { helperPath: string; rootPid: number; host: string; port: number; key: Buffer; bandwidthMbps?: number }): Promise<PageSource> {
   const t0 = performance.now();
   let ended: string | undefined;
-  const sock = tls.connect({
-    host: o.host, port: o.port, ciphers: PSK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2',
-    pskCallback: () => ({ psk: o.key, identity: PSK_IDENTITY }),
-    checkServerIdentity: () => undefined,
-  });
+  const sock = pskConnect({ host: o.host, port: o.port, key: o.key, identity: PSK_IDENTITY });
   sock.setNoDelay(true);
   sock.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
@@ -154,10 +149,7 @@ export async function startPageSink(o: { host: string; key: Buffer; socketPath: 
   const connected = new Promise<tls.TLSSocket>((resolve) => (arrived = resolve));
   let daemon: ChildProcess | undefined;
   let closed = false;
-  const server = tls.createServer({
-    ciphers: PSK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2',
-    pskCallback: (_sock, identity) => (identity === PSK_IDENTITY ? o.key : null),
-  }, (sock) => {
+  const server = pskServer(PSK_IDENTITY, o.key, (sock) => {
     if (conn) return sock.destroy();
     conn = sock;
     server.close();
@@ -166,12 +158,7 @@ export async function startPageSink(o: { host: string; key: Buffer; socketPath: 
     sock.on('error', () => {});
     arrived(sock);
   });
-  server.on('tlsClientError', () => {});
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, o.host, () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenEphemeral(server, o.host);
 
   return {
     host: o.host, port,
