@@ -113,6 +113,8 @@ async function migrateCmd(argv: string[]): Promise<number> {
     const final = await runMigration(ctx.nc, req, timeoutS * 1000, (started) => {
       const spec = started.spec;
       if (!json) process.stdout.write(`migration ${spec.id}: ${spec.pod} ${spec.sourceNode} → ${spec.destinationNode} (${spec.strategy}${spec.dryRun ? ', dry run' : ''})\n`);
+      const queued = started.conditions.find((x) => x.type === 'Pending' && x.reason === 'Queued');
+      if (!json && queued) process.stdout.write(`  … queued: ${queued.message}\n`);
     }, (s, phase) => {
       if (!json) printCondition(s, phase);
     }, (prog) => {
@@ -139,6 +141,8 @@ async function statusCmd(argv: string[], full: boolean): Promise<number> {
         `${o.freezeMs !== undefined ? ` · Freeze window: ${o.freezeMs} ms` : ''}\n`);
       if (o.connections !== undefined) process.stdout.write(`TCP preserved: ${o.preserved}/${o.connections} connections · seq_delta=${o.seqDeltaMax} · ${o.rst} RST\n`);
       if (s.error) process.stdout.write(`Error in ${s.error.phase}: ${s.error.message}\n`);
+      const queued = s.phase === 'Pending' ? s.conditions.find((x) => x.type === 'Pending') : undefined;
+      if (queued) process.stdout.write(`Queued: ${queued.message}\n`);
       return 0;
     }
     process.stdout.write(`Name:      ${s.spec.id}\nPod:       ${s.spec.pod}\nFrom:      ${s.spec.sourceNode}\nTo:        ${s.spec.destinationNode}\n` +

@@ -5,7 +5,7 @@ export {
 } from './phases.js';
 export {
   DEFAULT_TIMEOUTS_MS, MAX_ERROR_MESSAGE_CHARS, MAX_TIMEOUT_MS, conditionOf, finishCondition, initialStatus,
-  isJsonObject, noteCondition, phaseTimeoutMs, skipMessage, startCondition, statusChanged, toPhaseError,
+  admittedStatus, cancelledWhilePending, isJsonObject, noteCondition, queuedStatus, phaseTimeoutMs, skipMessage, startCondition, statusChanged, toPhaseError,
   type Condition, type ConditionStatus, type MigrationSpec, type MigrationStatus, type PhaseError,
   type RollbackReason, type TimedPhase,
 } from './status.js';

@@ -47,6 +47,8 @@ export interface EffectInput {
 export interface MigrationInput {
   spec: MigrationSpec;
   nowMs: number;
+  /** The Pending status the migration waited in for admission (its Pending condition is kept). */
+  pending?: MigrationStatus;
 }
 
 /** Stop the migration and roll back; ignored from Cutover on. */
@@ -370,7 +372,7 @@ const toTerminal = TERMINAL_PHASES.map((phase) => ({
 /** The migration machine; provide every actor in MigrationActorName before running it. */
 export const migrationMachine = machineSetup.createMachine({
   id: 'migration',
-  context: ({ input }) => initialStatus(input.spec, input.nowMs),
+  context: ({ input }) => input.pending ?? initialStatus(input.spec, input.nowMs),
   initial: 'SocketInventory',
   output: ({ context }) => context,
   states: {

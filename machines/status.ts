@@ -87,6 +87,23 @@ export function initialStatus(spec: MigrationSpec, nowMs: number): MigrationStat
   };
 }
 
+/** A migration waiting for admission: its Pending condition says why. */
+export function queuedStatus(status: MigrationStatus, reason: string, nowMs: number): MigrationStatus {
+  return noteCondition(startCondition(status, 'Pending', nowMs), 'Pending', 'Queued', reason, nowMs);
+}
+
+/** The migration got its slots: Pending ends True (when it had waited), the machine takes over. */
+export function admittedStatus(status: MigrationStatus, nowMs: number): MigrationStatus {
+  if (!conditionOf(status, 'Pending')) return status;
+  return finishCondition(status, 'Pending', true, 'Admitted', `admitted after waiting ${Math.round(nowMs - status.startedAtMs)} ms`, nowMs);
+}
+
+/** Cancelled before it was admitted: nothing ran, nothing to undo. */
+export function cancelledWhilePending(status: MigrationStatus, nowMs: number): MigrationStatus {
+  const s = finishCondition(status, 'Pending', false, 'Cancelled', 'cancelled while waiting for admission; nothing ran', nowMs);
+  return { ...s, phase: 'Cancelled', cancelRequested: true, endedAtMs: nowMs, updatedAtMs: nowMs };
+}
+
 /** The condition recorded for a phase, if any. */
 export function conditionOf(status: MigrationStatus, phase: Phase): Condition | undefined {
   return status.conditions.find((c) => c.type === phase);

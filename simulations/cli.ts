@@ -1,5 +1,5 @@
 /**
- * npm run sim -- [--seed N] [--runs K] [--nodes N --pods P --migrations M] [--trace] [--json]
+ * npm run sim -- [--seed N] [--runs K] [--nodes N --pods P --migrations M] [--per-node L --per-cluster L] [--trace] [--json]
  *
  * With --seed and no --runs: replays that one seed exactly, printing its knobs first and, when an invariant
  * breaks, the trace of events that led there. With --runs K: K seeds from --seed on (default: a seed drawn
@@ -12,7 +12,7 @@ import { knobsFor, runSeed, type RunResult } from './world.js';
 const { values } = parseArgs({
   options: {
     seed: { type: 'string' }, runs: { type: 'string' }, nodes: { type: 'string' }, pods: { type: 'string' },
-    migrations: { type: 'string' }, trace: { type: 'boolean', default: false }, json: { type: 'boolean', default: false },
+    migrations: { type: 'string' }, 'per-node': { type: 'string' }, 'per-cluster': { type: 'string' }, trace: { type: 'boolean', default: false }, json: { type: 'boolean', default: false },
   },
 });
 const num = (v: string | undefined, what: string): number | undefined => {
@@ -24,13 +24,17 @@ const num = (v: string | undefined, what: string): number | undefined => {
   }
   return n;
 };
-const size = { nodes: num(values.nodes, 'nodes'), pods: num(values.pods, 'pods'), migrations: num(values.migrations, 'migrations') };
-const sized = Object.fromEntries(Object.entries(size).filter(([, v]) => v !== undefined)) as { nodes?: number; pods?: number; migrations?: number };
+const size = {
+  nodes: num(values.nodes, 'nodes'), pods: num(values.pods, 'pods'), migrations: num(values.migrations, 'migrations'),
+  perNode: num(values['per-node'], 'per-node'), perCluster: num(values['per-cluster'], 'per-cluster'),
+};
+const sized = Object.fromEntries(Object.entries(size).filter(([, v]) => v !== undefined)) as Partial<Record<keyof typeof size, number>>;
+const flag = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 const runs = num(values.runs, 'runs');
 const base = num(values.seed, 'seed') ?? (Date.now() % 1_000_000_007);
 
 function report(r: RunResult): void {
-  process.stdout.write(`seed ${r.seed}: ${r.violations.length === 0 ? 'ok' : 'VIOLATION'} · ${r.migrations} migrations ${JSON.stringify(r.outcomes)} · ${r.virtualMs} ms virtual, ${r.steps} steps\n`);
+  process.stdout.write(`seed ${r.seed}: ${r.violations.length === 0 ? 'ok' : 'VIOLATION'} · ${r.migrations} migrations ${JSON.stringify(r.outcomes)} · at most ${r.maxRunning} at once · ${r.virtualMs} ms virtual, ${r.steps} steps\n`);
 }
 
 if (runs === undefined) {
@@ -58,7 +62,7 @@ for (let i = 0; i < runs; i++) {
   if (r.violations.length > 0) {
     report(r);
     for (const v of r.violations) process.stdout.write(`violation: ${v}\n`);
-    process.stdout.write(`replay: npm run sim -- --seed ${seed}${Object.entries(sized).map(([k, v]) => ` --${k} ${v}`).join('')} --trace\n`);
+    process.stdout.write(`replay: npm run sim -- --seed ${seed}${Object.entries(sized).map(([k, v]) => ` --${flag(k)} ${v}`).join('')} --trace\n`);
     process.exit(1);
   }
 }

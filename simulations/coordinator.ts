@@ -10,7 +10,11 @@ import { createEffects } from '../actors/coordinator/effects.js';
 import { provideEffects } from '../actors/coordinator/machine.js';
 import { RouteReconciler } from '../actors/coordinator/routes.js';
 import { RollbackJanitor } from '../actors/coordinator/janitor.js';
-import { isTerminal, migrationClock, snapshotForRestart, statusChanged, type MigrationSpec, type MigrationStatus, type Phase } from '../machines/index.js';
+import { Admission, type AdmissionLimits } from '../actors/coordinator/admission.js';
+import {
+  admittedStatus, cancelledWhilePending, initialStatus, isBeforeCutover, isTerminal, migrationClock, queuedStatus, snapshotForRestart, statusChanged,
+  type MigrationSpec, type MigrationStatus, type Phase,
+} from '../machines/index.js';
 import type { SimBus } from './bus.js';
 import type { Scheduler } from './scheduler.js';
 
@@ -32,13 +36,17 @@ export class SimCoordinator {
   private machine: ReturnType<typeof provideEffects> | undefined;
   private routes: RouteReconciler | undefined;
   private janitor: RollbackJanitor | undefined;
+  private admission: Admission;
 
   constructor(
     private readonly bus: SimBus,
     private readonly clock: Scheduler,
     private readonly registrations: () => Map<string, NodeRegistration>,
     private readonly onPhase: (s: MigrationStatus) => void,
-  ) {}
+    private readonly limits: AdmissionLimits,
+  ) {
+    this.admission = new Admission(limits);
+  }
 
   record(id: string): Persisted | undefined {
     const raw = this.kv.get(id);
@@ -78,10 +86,17 @@ export class SimCoordinator {
     });
     this.janitor = janitor;
     janitor.start();
+    this.admission = new Admission(this.limits);
+    const stillPending: MigrationStatus[] = [];
     for (const [id] of this.kv) {
       const rec = this.record(id)!;
       this.latest.set(id, rec.status);
       if (isTerminal(rec.status.phase)) continue;
+      if (rec.status.phase === 'Pending') {
+        stillPending.push(rec.status);
+        continue;
+      }
+      this.admission.occupy(rec.status.spec);
       const actor = createActor(this.machine, {
         snapshot: snapshotForRestart(rec.snapshot as never), input: { spec: rec.status.spec, nowMs: this.clock.nowMs() },
         clock: migrationClock(this.clock),
@@ -89,6 +104,7 @@ export class SimCoordinator {
       this.host(actor as unknown as Actor<AnyActorLogic>, id);
       actor.send({ type: 'RESUME_AFTER_RESTART' });
     }
+    for (const st of stillPending.sort((a, b) => a.startedAtMs - b.startedAtMs)) this.admission.submit(st.spec, () => this.admit(st.spec.id, incarnation));
   }
 
   crash(): void {
@@ -99,12 +115,52 @@ export class SimCoordinator {
     for (const a of this.actors.values()) a.stop();
     this.actors.clear();
     this.latest.clear();
+    this.admission.clear();
   }
 
+  /** As the real coordinator's `migrate` endpoint: stored as Pending (saying why it waits, if it does) before it starts. */
   migrate(spec: MigrationSpec): void {
     if (!this.up || !this.machine) throw new Error('coordinator is down');
-    const actor = createActor(this.machine, { input: { spec, nowMs: this.clock.nowMs() }, clock: migrationClock(this.clock) });
-    this.host(actor as unknown as Actor<AnyActorLogic>, spec.id);
+    const status = initialStatus(spec, this.clock.nowMs());
+    this.latest.set(spec.id, status);
+    const incarnation = this.restarts;
+    const reason = this.admission.submit(spec, () => this.clock.setTimer(() => this.admit(spec.id, incarnation), 0));
+    this.store(reason === undefined ? status : queuedStatus(status, reason, this.clock.nowMs()));
+  }
+
+  /** As the real `cancel` endpoint: a waiting migration ends Cancelled at once, a running one rolls back. */
+  cancel(id: string): boolean {
+    const st = this.latest.get(id);
+    if (!this.up || !st || isTerminal(st.phase)) return false;
+    if (this.admission.withdraw(id)) {
+      this.store(cancelledWhilePending(st, this.clock.nowMs()));
+      return true;
+    }
+    const actor = this.actors.get(id);
+    if (!actor || !isBeforeCutover(st.phase)) return false;
+    actor.send({ type: 'CANCEL' });
+    return true;
+  }
+
+  /** What the admission holds now (for the limit checker). */
+  usage(): ReturnType<Admission['usage']> {
+    return this.admission.usage();
+  }
+
+  private store(status: MigrationStatus): void {
+    this.kv.set(status.spec.id, JSON.stringify({ status, snapshot: {} }));
+    this.phases.set(status.spec.id, status.phase);
+    this.latest.set(status.spec.id, status);
+    this.onPhase(status);
+  }
+
+  private admit(id: string, incarnation: number): void {
+    const waited = this.latest.get(id);
+    if (!waited || !this.machine || !this.up || this.restarts !== incarnation) return;
+    const pending = admittedStatus(waited, this.clock.nowMs());
+    this.latest.set(id, pending);
+    const actor = createActor(this.machine, { input: { spec: waited.spec, nowMs: this.clock.nowMs(), pending }, clock: migrationClock(this.clock) });
+    this.host(actor as unknown as Actor<AnyActorLogic>, id);
   }
 
   private host(actor: Actor<AnyActorLogic>, id: string): void {
@@ -112,7 +168,10 @@ export class SimCoordinator {
     actor.subscribe({
       next: (snap) => this.latest.set(id, (snap as { context: MigrationStatus }).context),
       error: () => {},
-      complete: () => this.actors.delete(id),
+      complete: () => {
+        this.actors.delete(id);
+        this.admission.release(id);
+      },
     });
     actor.start();
   }

@@ -7,6 +7,7 @@
 import type { NodeRegistration } from '../bus/messages.js';
 import { DEFAULT_TIMEOUTS_MS, isTerminal, type MigrationStatus, type Strategy } from '../machines/index.js';
 import { ROUTE_RECONCILE_INTERVAL_MS } from '../actors/coordinator/routes.js';
+import type { AdmissionLimits } from '../actors/coordinator/admission.js';
 import { SimBus, type BusFaults } from './bus.js';
 import { SimCoordinator } from './coordinator.js';
 import { SimNode, podIp, type OpFaults } from './node.js';
@@ -27,6 +28,10 @@ export interface Knobs {
   coordinatorCrashes: number;
   partitions: number;
   safetyMs: number;
+  /** The coordinator's admission limits. */
+  limits: AdmissionLimits;
+  /** Users cancelling a migration (waiting or running) during the safety phase. */
+  cancels: number;
 }
 
 export interface RunResult {
@@ -34,6 +39,8 @@ export interface RunResult {
   knobs: Knobs;
   violations: string[];
   outcomes: Record<string, number>;
+  /** Most migrations admitted at once. */
+  maxRunning: number;
   migrations: number;
   virtualMs: number;
   steps: number;
@@ -41,7 +48,7 @@ export interface RunResult {
 }
 
 /** Knobs for a seed: fault rates drawn per seed (swarm testing), sizes as given. */
-export function knobsFor(seed: number, size: { nodes?: number; pods?: number; migrations?: number } = {}): Knobs {
+export function knobsFor(seed: number, size: { nodes?: number; pods?: number; migrations?: number; perNode?: number; perCluster?: number } = {}): Knobs {
   const r = new Rng(seed);
   const faulty = r.chance(0.85);
   return {
@@ -56,6 +63,8 @@ export function knobsFor(seed: number, size: { nodes?: number; pods?: number; mi
     coordinatorCrashes: faulty ? r.pick([0, 0, 1, 2]) : 0,
     partitions: faulty ? r.pick([0, 0, 1, 2]) : 0,
     safetyMs: r.int(30_000, 300_000),
+    limits: { perNode: size.perNode ?? r.pick([1, 2, 2, 3]), perCluster: size.perCluster ?? r.pick([1, 2, 5, 5, 100]) },
+    cancels: r.pick([0, 0, 1, 3]),
   };
 }
 
@@ -103,7 +112,7 @@ export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise
         const st = ref.coordinator?.record(migration)?.status;
         const verified = st?.conditions.some((c) => c.type === 'ServiceVerifying' && c.status === 'True');
         const elsewhere = [...nodes.values()].some((n) => n.name !== node && n.copies.get(pod)?.state === 'running');
-        if (!verified && !(st?.phase === 'RollingBack' && elsewhere)) {
+        if (!verified && !((st?.phase === 'RollingBack' || st?.phase === 'Failed') && elsewhere)) {
           violate(`I1: ${pod}'s source copy on ${node} removed before migration ${migration} verified the destination`);
         }
       }
@@ -127,7 +136,32 @@ export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise
     }
     return out;
   };
-  const coordinator = new SimCoordinator(bus, clock, registrations, (s) => say(`${s.spec.id}: ${s.phase}${s.error ? ` (${s.error.phase}: ${s.error.message})` : ''}`));
+  // Admission, checked from what the coordinator persisted: no node and no cluster over its limit, and no
+  // migration admitted while one submitted before it waits for one of its nodes.
+  const persisted = new Map<string, MigrationStatus>();
+  let maxRunning = 0;
+  const checkAdmission = (s: MigrationStatus) => {
+    const prev = persisted.get(s.spec.id);
+    persisted.set(s.spec.id, s);
+    if (!(prev === undefined || prev.phase === 'Pending') || s.phase === 'Pending' || isTerminal(s.phase)) return;
+    const active = [...persisted.values()].filter((x) => x.phase !== 'Pending' && !isTerminal(x.phase) && !x.spec.dryRun);
+    maxRunning = Math.max(maxRunning, active.length);
+    if (active.length > k.limits.perCluster) violate(`admission: ${active.length} migrations run at once (limit ${k.limits.perCluster})`);
+    for (const n of [s.spec.sourceNode, s.spec.destinationNode]) {
+      const on = active.filter((x) => x.spec.sourceNode === n || x.spec.destinationNode === n);
+      if (on.length > k.limits.perNode) violate(`admission: ${n} takes part in ${on.length} migrations (limit ${k.limits.perNode}): ${on.map((x) => x.spec.id).join(', ')}`);
+    }
+    const nodesOf = new Set([s.spec.sourceNode, s.spec.destinationNode]);
+    for (const w of persisted.values()) {
+      if (w.phase === 'Pending' && w.startedAtMs < s.startedAtMs && (nodesOf.has(w.spec.sourceNode) || nodesOf.has(w.spec.destinationNode))) {
+        violate(`fairness: ${s.spec.id} admitted while ${w.spec.id}, submitted before it, waits for one of its nodes`);
+      }
+    }
+  };
+  const coordinator = new SimCoordinator(bus, clock, registrations, (s) => {
+    say(`${s.spec.id}: ${s.phase}${s.error ? ` (${s.error.phase}: ${s.error.message})` : ''}${s.phase === 'Pending' ? ` (${s.conditions.at(-1)?.message ?? ''})` : ''}`);
+    checkAdmission(s);
+  }, k.limits);
   ref.coordinator = coordinator;
   coordinator.start();
 
@@ -251,6 +285,15 @@ export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise
     }, faultRng.int(0, k.safetyMs));
   }
 
+  for (let i = 0; i < k.cancels; i++) {
+    clock.setTimer(() => {
+      const open = [...coordinator.latest.values()].filter((s) => !isTerminal(s.phase)).map((s) => s.spec.id).sort();
+      if (open.length === 0) return;
+      const id = faultRng.pick(open);
+      say(`user cancels ${id}: ${coordinator.cancel(id) ? 'accepted' : 'refused'}`);
+    }, faultRng.int(0, k.safetyMs));
+  }
+
   // Safety: faults on, invariants checked after every step.
   await clock.run({ deadlineMs: START_MS + k.safetyMs, afterStep: check });
   // Liveness: faults healed, everything up; every migration must end, within its timeouts.
@@ -270,7 +313,9 @@ export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise
     coordinator.start();
   }
   const settled = () => submitted >= k.migrations && coordinator.up && coordinator.unfinished().length === 0;
-  const end = await clock.run({ until: settled, deadlineMs: clock.nowMs() + 2 * ALL_TIMEOUTS_MS + coordinatorDownMs, afterStep: check });
+  // Admission runs migrations in waves; in the worst case one at a time.
+  const waves = Math.ceil(k.migrations / Math.max(1, Math.min(k.limits.perCluster, Math.floor(k.nodes / 2) * k.limits.perNode)));
+  const end = await clock.run({ until: settled, deadlineMs: clock.nowMs() + 2 * ALL_TIMEOUTS_MS * waves + coordinatorDownMs, afterStep: check });
   if (end !== 'until') {
     for (const id of coordinator.unfinished()) violate(`I3: ${id} did not end (phase ${coordinator.record(id)!.status.phase})`);
     if (submitted < k.migrations) violate(`workload: only ${submitted} of ${k.migrations} migrations could be submitted`);
@@ -283,7 +328,9 @@ export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise
   for (const id of coordinator.kv.keys()) {
     const s = coordinator.record(id)!.status as MigrationStatus;
     outcomes[s.phase] = (outcomes[s.phase] ?? 0) + 1;
-    const took = (s.endedAtMs ?? clock.nowMs()) - s.startedAtMs;
+    // Its timeouts run from admission; the wait before it is admission's (checked above for fairness).
+    const admitted = s.conditions.find((c) => c.type === 'Pending')?.lastTransitionTimeMs ?? s.startedAtMs;
+    const took = (s.endedAtMs ?? clock.nowMs()) - admitted;
     if (took > ALL_TIMEOUTS_MS + coordinatorDownMs + k.safetyMs) violate(`I3: ${id} took ${took} ms`);
   }
   for (const [p, ip] of pods.map((p, i) => [p, podIp(i + 10)] as const)) {
@@ -298,10 +345,11 @@ export async function runSeed(k: Knobs, o: { traceAll?: boolean } = {}): Promise
     }
     for (const n of nodes.values()) if (n.holds.has(p) && !n.copies.has(p)) violate(`end: ${n.name} keeps a hold for ${p}, which is not there`);
   }
+  if (coordinator.kv.size !== submitted) violate(`end: ${submitted} migrations accepted, ${coordinator.kv.size} on record`);
   for (const n of nodes.values()) if (n.images.size > 0) violate(`end: ${n.name} keeps images ${[...n.images.keys()].join(', ')}`);
 
   return {
-    seed: k.seed, knobs: k, violations, outcomes, migrations: coordinator.kv.size, virtualMs: clock.nowMs() - START_MS,
+    seed: k.seed, knobs: k, violations, outcomes, maxRunning, migrations: coordinator.kv.size, virtualMs: clock.nowMs() - START_MS,
     steps: clock.steps, trace,
   };
 }

@@ -18,7 +18,7 @@ import type { EstimateApiReply, EstimateApiRequest, MigrateRequest, MigrationSum
 import type { PodInfo } from '../../bus/messages.js';
 import { codecs as agentCodecs } from '../../node-runtime/agent.js';
 import {
-  initialStatus, isBeforeCutover, isTerminal, migrationClock, snapshotForRestart, statusChanged,
+  admittedStatus, cancelledWhilePending, initialStatus, isBeforeCutover, queuedStatus, isTerminal, migrationClock, snapshotForRestart, statusChanged,
   type MigrationSpec, type MigrationStatus, type Phase,
 } from '../../machines/index.js';
 import { apiCodecs as c, migCodecs as migC } from './codecs.js';
@@ -28,6 +28,7 @@ import { provideEffects } from './machine.js';
 import { RouteReconciler } from './routes.js';
 import { RollbackJanitor } from './janitor.js';
 import { MigrationStore } from './store.js';
+import { Admission, DEFAULT_ADMISSION_LIMITS, type AdmissionLimits } from './admission.js';
 
 export const SERVICE_NAME = 'podmotion';
 export const SERVICE_VERSION = '0.1.0';
@@ -48,6 +49,8 @@ export interface CoordinatorConfig {
   testHooks: boolean;
   routeExtraMembers: EffectDeps['routeExtraMembers'];
   newId?: (pod: string) => string;
+  /** How many migrations run at once, per node and in the cluster (default DEFAULT_ADMISSION_LIMITS). */
+  limits?: AdmissionLimits;
 }
 
 export interface Coordinator {
@@ -75,6 +78,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const pauseAt = new Map<string, Phase>();
   /** Pods with a migration being planned: reserved before the first await, so two requests cannot both pass. */
   const planning = new Set<string>();
+  const admission = new Admission(cfg.limits ?? DEFAULT_ADMISSION_LIMITS);
   const newId = cfg.newId ?? ((pod: string) => `${pod}-${randomBytes(4).toString('hex')}`.slice(0, 63));
   const effects = createEffects({
     nc, clock: cfg.clock,
@@ -116,6 +120,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       error: (err) => log.error({ migration: id, err: (err as Error).message }, 'migration actor failed'),
       complete: () => {
         actors.delete(id);
+        admission.release(id);
         failAt.delete(id);
         pauseAt.delete(id);
       },
@@ -204,10 +209,54 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     return s;
   }
 
-  // Resume what a previous coordinator left unfinished: before Cutover that means roll back.
+  /** Starts the machine of an admitted migration, once its Pending status (if it waited) is stored. */
+  function admit(id: string, stored: Promise<unknown>): void {
+    void stored.catch(() => {}).then(() => {
+      const waited = latest.get(id);
+      if (!waited) return;
+      const pending = admittedStatus(waited, cfg.clock.nowMs());
+      latest.set(id, pending);
+      host(createActor(machine, { input: { spec: waited.spec, nowMs: cfg.clock.nowMs(), pending }, clock: migrationClock(cfg.clock) }) as unknown as MigrationActor, id);
+    });
+  }
+
+  /**
+   * Queues a new migration for admission. It is stored as Pending before the reply (a coordinator restart
+   * queues it again); one that must wait says why in its Pending condition.
+   */
+  async function submit(status: MigrationStatus): Promise<MigrationStatus> {
+    const id = status.spec.id;
+    latest.set(id, status);
+    let stored: (v?: unknown) => void = () => {};
+    const ready = new Promise((resolve) => { stored = resolve; });
+    const reason = admission.submit(status.spec, () => admit(id, ready));
+    const queued = reason === undefined ? status : queuedStatus(status, reason, cfg.clock.nowMs());
+    if (reason !== undefined) log.info({ migration: id, pod: status.spec.pod, reason }, 'migration queued');
+    try {
+      await store.put(queued, {});
+      if (latest.get(id) === status) latest.set(id, queued);
+    } catch (e) {
+      // Not stored, so not accepted: nothing may start.
+      latest.delete(id);
+      if (!admission.withdraw(id)) admission.release(id);
+      throw e;
+    } finally {
+      stored();
+    }
+    return queued;
+  }
+
+  // Resume what a previous coordinator left unfinished: before Cutover that means roll back. Migrations
+  // still waiting for admission queue again, in the order they were submitted, after the running ones count.
+  const stillPending: MigrationStatus[] = [];
   for (const rec of await store.all((key, err) => log.error({ key, err: (err as Error).message }, 'unreadable migration record skipped'))) {
     latest.set(rec.status.spec.id, rec.status);
     if (isTerminal(rec.status.phase)) continue;
+    if (rec.status.phase === 'Pending') {
+      stillPending.push(rec.status);
+      continue;
+    }
+    admission.occupy(rec.status.spec);
     log.warn({ migration: rec.status.spec.id, phase: rec.status.phase }, 'resuming after coordinator restart');
     try {
       const actor = createActor(machine, {
@@ -218,7 +267,12 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       actor.send({ type: 'RESUME_AFTER_RESTART' });
     } catch (e) {
       log.error({ migration: rec.status.spec.id, err: (e as Error).message }, 'could not resume migration');
+      admission.release(rec.status.spec.id);
     }
+  }
+  for (const st of stillPending.sort((a, b) => a.startedAtMs - b.startedAtMs)) {
+    const reason = admission.submit(st.spec, () => admit(st.spec.id, Promise.resolve()));
+    log.warn({ migration: st.spec.id, reason: reason ?? 'admitted' }, 'pending migration queued again after coordinator restart');
   }
 
   const service: Service = createService(nc, { name: SERVICE_NAME, version: SERVICE_VERSION, description: 'PodMotion live pod migration' },
@@ -234,10 +288,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       }
       if (req.failAt) failAt.set(spec.id, req.failAt);
       if (req.pauseAt) pauseAt.set(spec.id, req.pauseAt);
-      const status = initialStatus(spec, cfg.clock.nowMs());
-      latest.set(spec.id, status);
-      host(createActor(machine, { input: { spec, nowMs: cfg.clock.nowMs() }, clock: migrationClock(cfg.clock) }) as unknown as MigrationActor, spec.id);
-      return { status: status as never };
+      return { status: (await submit(initialStatus(spec, cfg.clock.nowMs()))) as never };
     })
     .endpoint('status', Subjects.api('status'), c.ref, c.statusReply, async (req) => ({ status: (await statusOf(req.id)) as never }))
     .endpoint('watch', Subjects.api('watch'), c.ref, c.statusReply, async (req) => ({ status: (await statusOf(req.id)) as never }))
@@ -253,6 +304,10 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       const s = await statusOf(req.id);
       const actor = actors.get(req.id);
       if (isTerminal(s.phase)) return { id: req.id, phase: s.phase, accepted: false, message: `migration ${req.id} already ended: ${s.phase}` };
+      if (admission.withdraw(req.id)) {
+        await persist(cancelledWhilePending(s, cfg.clock.nowMs()));
+        return { id: req.id, phase: 'Cancelled', accepted: true, message: 'cancelled before it started — nothing to roll back' };
+      }
       if (!isBeforeCutover(s.phase) || !actor) {
         return { id: req.id, phase: s.phase, accepted: false, message: `migration ${req.id} is in ${s.phase}: too late to cancel` };
       }
@@ -279,6 +334,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       janitor.stop();
       service.stop();
       for (const a of actors.values()) a.stop();
+      admission.clear();
     },
   };
 }

@@ -3,12 +3,14 @@
  * status it persisted. Both keep every connection.
  */
 import test from 'ava';
+import path from 'node:path';
+import { PYTHON, WORKLOADS } from '../../cli/load.js';
 import { cli, cliJson, snapshot } from '../integration/helpers.js';
 import { readClusterRecord } from '../../node-runtime/records.js';
 import { adminBus, startCoordinatorProcess, waitForCoordinator } from '../../node-runtime/local-cluster.js';
 import { connectBus } from '../../bus/connection.js';
 import { stopRef } from '../../node-runtime/procs.js';
-import { bringUp, imagesLeft, podNode, tearDown, type Bed } from './helpers.js';
+import { PORT, bringUp, imagesLeft, podNode, tearDown, type Bed } from './helpers.js';
 
 const CLUSTER = 'itcr';
 let bed: Bed | undefined;
@@ -83,4 +85,59 @@ test.serial('a coordinator killed mid-migration and restarted rolls back from pe
   const next = await cliJson(['migrate', 'counter', '--to-node', 'node-2', '--strategy', 'Cold', '--wait', '--cluster', CLUSTER], 180_000);
   t.is(next.phase, 'Complete');
   t.deepEqual((await bed!.load.mark()).errors, []);
+});
+
+test.serial('admission: a migration waits for a node busy with another, runs after it, and can be cancelled while it waits', async (t) => {
+  // A coordinator that lets a node take part in one migration at a time.
+  const rec = (await readClusterRecord(CLUSTER))!;
+  process.env['PODMOTION_MAX_MIGRATIONS_PER_NODE'] = '1';
+  try {
+    await stopRef(rec.coordinator!, 5_000);
+    await startCoordinatorProcess(rec, adminBus(rec));
+  } finally {
+    delete process.env['PODMOTION_MAX_MIGRATIONS_PER_NODE'];
+  }
+  const nc = await connectBus(adminBus(rec), 'itcr-test');
+  await waitForCoordinator(nc, 15_000);
+  await nc.close();
+  const home = (await podNode(CLUSTER))!;
+  const to = home === 'node-1' ? 'node-2' : 'node-1';
+  const other = ['node-1', 'node-2', 'node-3'].find((n) => n !== home && n !== to)!;
+  const second = await cliJson(['pod', 'run', 'second', '--node', home, '--port', String(PORT), '--cluster', CLUSTER, '--',
+    PYTHON, path.join(WORKLOADS, 'counter_server.py'), String(PORT)]);
+  t.is(second.node, home);
+
+  const first = cli(['migrate', 'counter', '--to-node', to, '--strategy', 'Cold', '--pause-at', 'OverlayHandoff', '--wait', '--json', '--cluster', CLUSTER], 180_000);
+  const firstId = await activeMigration();
+  const queued = await cliJson(['migrate', 'second', '--to-node', other, '--strategy', 'Cold', '--json', '--cluster', CLUSTER]);
+  t.is(queued.phase, 'Pending');
+  const why = queued.conditions.find((x: { type: string }) => x.type === 'Pending');
+  t.is(why.reason, 'Queued');
+  t.regex(why.message, new RegExp(`node ${home} takes part in 1 migrations \\(limit 1 per node\\)`));
+  const shown = await cli(['status', queued.spec.id, '--cluster', CLUSTER]);
+  t.regex(shown.stdout, /Phase: Pending[\s\S]*Queued: waiting for a slot/);
+
+  // Cancelled while waiting: nothing ran, nothing to roll back.
+  const c = await cli(['cancel', queued.spec.id, '--cluster', CLUSTER]);
+  t.is(c.code, 0, c.stderr);
+  t.regex(c.stdout, /cancelled before it started/);
+  t.is((await cliJson(['status', queued.spec.id, '--cluster', CLUSTER])).phase, 'Cancelled');
+
+  // Asked again, it waits, then runs once the first one has ended.
+  const again = cli(['migrate', 'second', '--to-node', other, '--strategy', 'Cold', '--wait', '--json', '--cluster', CLUSTER], 180_000);
+  const a = JSON.parse((await first).stdout);
+  t.is(a.phase, 'Complete', JSON.stringify(a.error));
+  t.is(a.spec.id, firstId);
+  const r = await again;
+  const b = JSON.parse(r.stdout);
+  t.is(b.phase, 'Complete', JSON.stringify(b.error));
+  const admitted = b.conditions.find((x: { type: string }) => x.type === 'Pending');
+  t.is(admitted.status, 'True');
+  t.is(admitted.reason, 'Admitted');
+  const began = b.conditions.find((x: { type: string }) => x.type === 'SocketInventory').startedAtMs;
+  t.true(began >= a.endedAtMs, `the second began (${began}) only after the first ended (${a.endedAtMs})`);
+  t.is((await cliJson(['pod', 'list', '--cluster', CLUSTER])).pods.find((p: { name: string }) => p.name === 'second').node, other);
+  const client = await bed!.load.mark();
+  t.deepEqual(client.errors, []);
+  t.is(client.alive, 8);
 });
