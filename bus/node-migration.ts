@@ -16,7 +16,7 @@ const mac = () => str({ maxLength: 17, pattern: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/
 /** Node verbs of the migration actors (joined to `podmotion.v1.node.<node>.`). */
 export const MIG_VERBS = [
   'mig.inventory', 'mig.prepare', 'mig.arm', 'mig.freeze', 'mig.restore', 'mig.disengage', 'mig.holdStats',
-  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.estimate', 'mig.precopy.prepare', 'mig.precopy.round', 'mig.precopy.commit', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'mig.postcopy.finish', 'relay.route',
+  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.estimate', 'mig.precopy.prepare', 'mig.precopy.round', 'mig.precopy.commit', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'mig.postcopy.finish', 'mig.where', 'relay.route',
 ] as const;
 export type MigVerb = (typeof MIG_VERBS)[number];
 
@@ -116,6 +116,13 @@ export const RoleRequest = obj({ id: id(), pod: name(), role: literal('source', 
 export type RoleRequest = Infer<typeof RoleRequest>;
 export const Done = obj({ done: bool(), note: optional(str({ maxLength: 1024 })) });
 export type Done = Infer<typeof Done>;
+
+/**
+ * What a node holds of a pod, for finishing a rollback that failed: whether a copy is there, whether it runs
+ * (not frozen or stopped), the migration it is an incoming copy of, and the move back that restored it.
+ */
+export const WhereReply = obj({ present: bool(), running: bool(), incoming: optional(id()), reclaimedBy: optional(id()) });
+export type WhereReply = Infer<typeof WhereReply>;
 
 /** Where a pod IP is served from now on: every overlay member routes it to that node's VTEP. */
 /**

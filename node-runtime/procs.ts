@@ -37,6 +37,17 @@ export async function isAlive(ref: ProcessRef): Promise<boolean> {
   }
 }
 
+/** True when the recorded process runs: alive and neither stopped (a checkpoint leaves it so) nor frozen. */
+export async function isRunning(ref: ProcessRef): Promise<boolean> {
+  if ((await startTicks(ref.pid)) !== ref.startTicks) return false;
+  try {
+    const status = await readFile(`/proc/${ref.pid}/status`, 'utf8');
+    return /^State:\s+[RSD]/m.test(status);
+  } catch {
+    return false;
+  }
+}
+
 /** Sends a signal to the recorded process only if it is still that process. */
 export async function signalRef(ref: ProcessRef, sig: NodeJS.Signals): Promise<boolean> {
   if (!(await isAlive(ref))) return false;

@@ -8,7 +8,7 @@
  * namespaces), images, holds, routes. Open receivers, cached replies and reclaim targets are the agent's
  * memory and are lost, as in actors/node/state.ts.
  */
-import { NodeOperationError, NotFoundError, InvalidRequestError } from '../bus/errors.js';
+import { NodeOperationError, NotFoundError, InvalidRequestError, PreconditionError } from '../bus/errors.js';
 import type { Codec } from '../bus/codec.js';
 import { Subjects } from '../bus/subjects.js';
 import { MIG_VERBS, type FreezeReply, type MigVerb, type PrepareReply, type RestoreReply, type SocketSeq } from '../bus/node-migration.js';
@@ -16,6 +16,9 @@ import { migCodecs as c } from '../actors/coordinator/codecs.js';
 import type { Rng } from './rng.js';
 import type { Scheduler } from './scheduler.js';
 import type { SimBus } from './bus.js';
+
+/** Steps that move a migration forward: none may act once it was rolled back or cut over on the node. */
+const FORWARD_VERBS: ReadonlySet<string> = new Set(['mig.prepare', 'mig.precopy.prepare', 'mig.precopy.round', 'mig.arm', 'mig.freeze', 'mig.restore', 'mig.disengage']);
 
 /** One copy of a pod on a node. `seq` stands for its TCP connections' sequence state. */
 export interface Copy {
@@ -61,6 +64,10 @@ export class SimNode {
   private reclaimReceivers = new Set<string>();
   private froze = new Map<string, FreezeReply>();
   private restored = new Map<string, RestoreReply>();
+  /** Migrations a rollback was told had no restored copy here (in memory, as on a real agent). */
+  private fenced = new Set<string>();
+  /** Migrations rolled back or cut over here: a late forward step of theirs is refused (actors/node/state.ts). */
+  private ended = new Set<string>();
   private tails = new Map<string, Promise<unknown>>();
   private routeVersions = new Map<string, number>();
   private incarnation = 0;
@@ -98,6 +105,8 @@ export class SimNode {
     this.reclaimReceivers.clear();
     this.froze.clear();
     this.restored.clear();
+    this.fenced.clear();
+    this.ended.clear();
     this.tails.clear();
     this.routeVersions.clear();
   }
@@ -126,6 +135,7 @@ export class SimNode {
       const failAfter = !failBefore && this.rng.chance(this.faults.fail / 2);
       if (failBefore) throw new NodeOperationError(`${verb} failed (simulated, before its work)`, { retryable: true });
       if (verb !== 'relay.route' && verb !== 'mig.holdStats') this.events.trace(`${this.name}: ${verb} ${id}`);
+      if (FORWARD_VERBS.has(verb) && this.ended.has(id)) throw new PreconditionError(`migration ${id} already ended on ${this.name}: ${verb} refused`);
       const out = await work();
       if (pod !== undefined) this.events.changed(pod);
       await alive();
@@ -227,7 +237,11 @@ export class SimNode {
       }
       case 'mig.restored': {
         const r = c.step.decode(data);
-        return enc(c.done, await this.op(verb, r.id, r.pod, () => ({ done: this.copies.get(r.pod)?.incoming === r.id && this.copies.get(r.pod)?.state !== 'empty' })));
+        return enc(c.done, await this.op(verb, r.id, r.pod, () => {
+          const done = this.copies.get(r.pod)?.incoming === r.id && this.copies.get(r.pod)?.state !== 'empty';
+          if (!done) this.fenced.add(r.id);
+          return { done };
+        }));
       }
       case 'mig.reclaim.prepare': {
         const r = c.step.decode(data);
@@ -239,6 +253,14 @@ export class SimNode {
       case 'mig.reclaim.freeze': {
         const r = c.reclaimFreeze.decode(data);
         return enc(c.freezeReply, await this.op(verb, r.id, r.pod, () => this.freeze(r.id, r.pod, r.target, 'reclaim')));
+      }
+      case 'mig.where': {
+        const r = c.step.decode(data);
+        const copy = this.copies.get(r.pod);
+        return enc(c.where, copy && copy.state !== 'empty' ? {
+          present: true, running: copy.state === 'running',
+          ...(copy.incoming !== undefined ? { incoming: copy.incoming } : {}), ...(copy.reclaimedBy !== undefined ? { reclaimedBy: copy.reclaimedBy } : {}),
+        } : { present: false, running: false });
       }
       case 'mig.reclaim.restore': {
         const r = c.reclaimRestore.decode(data);
@@ -315,6 +337,7 @@ export class SimNode {
   private restore(id: string, pod: string): RestoreReply {
     const cached = this.restored.get(id);
     if (cached) return cached;
+    if (this.fenced.has(id)) throw new PreconditionError(`migration ${id} is rolling back: restore of ${pod} refused`);
     const img = this.images.get(`${id}/destination`);
     if (!this.receivers.has(id) || !img) throw new NodeOperationError(`migration ${id}: no images were expected here (agent restarted?)`);
     const copy = this.copies.get(pod);
@@ -356,6 +379,7 @@ export class SimNode {
   }
 
   private cutover(id: string, pod: string, role: 'source' | 'destination'): void {
+    this.ended.add(id);
     const copy = this.copies.get(pod);
     if (role === 'destination') {
       if (copy && copy.incoming === id) delete copy.incoming;
@@ -375,6 +399,7 @@ export class SimNode {
   }
 
   private rollback(id: string, pod: string, role: 'source' | 'destination'): string {
+    this.ended.add(id);
     const copy = this.copies.get(pod);
     if (role === 'destination') {
       this.receivers.delete(id);

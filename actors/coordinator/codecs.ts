@@ -41,6 +41,7 @@ export const migCodecs = {
   probeReply: createCodec(mig.ProbeReply, 'probe reply'),
   role: createCodec(mig.RoleRequest, 'role request'),
   done: createCodec(mig.Done, 'done'),
+  where: createCodec(mig.WhereReply, 'where reply'),
   route: createCodec(mig.RouteRequest, 'route request'),
   estimate: createCodec(mig.EstimateRequest, 'estimate request'),
   roundRef: createCodec(mig.RoundRef, 'pre-copy round'),

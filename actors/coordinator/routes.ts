@@ -106,7 +106,12 @@ export class RouteReconciler {
       let ok = true;
       for (const d of send) {
         const target = regs.get(d.node);
-        if (!target) continue;
+        if (!target) {
+          // The node serving the pod is not registered now (its agent restarting): its VTEP is unknown, so
+          // this route cannot be sent yet, and this node is not in sync until it has been.
+          ok = false;
+          continue;
+        }
         try {
           await request(this.deps.nc, Subjects.node(node, 'relay.route'), c.route, c.done,
             { id: d.id, pod: d.pod, podIp: d.podIp, node: d.node, vtepIp: vtepOf(target.podCidr), version: d.version }, { timeoutMs: ROUTE_TIMEOUT_MS });

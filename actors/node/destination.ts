@@ -7,7 +7,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { newTransferKey, startReceiver } from '../../criu-shim/transfer/index.js';
 import { startPageSink } from '../../criu-shim/transfer/lazy.js';
-import { InvalidRequestError, NodeOperationError } from '../../bus/errors.js';
+import { InvalidRequestError, NodeOperationError, PreconditionError } from '../../bus/errors.js';
 import type {
   DisengageReply, DisengageRequest, HoldStatsReply, MigStep, PostCopyReply, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, RestoreReply,
   RestoreRequest,
@@ -57,6 +57,7 @@ export async function preparePod(ctx: NodeContext, m: NodeMigration, req: Prepar
 
 export async function restorePod(ctx: NodeContext, m: NodeMigration, req: RestoreRequest): Promise<RestoreReply> {
   if (m.restored) return m.restored;
+  if (m.fenced) throw new PreconditionError(`migration ${req.id} is rolling back: restore of ${req.pod} refused`);
   if (!m.receiver) throw new NodeOperationError(`migration ${req.id}: no images were expected here (agent restarted?)`);
   await m.receiver.done;
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);

@@ -5,6 +5,7 @@
 import type { Receiver } from '../../criu-shim/transfer/index.js';
 import type { LazyDaemon, PageSink } from '../../criu-shim/transfer/lazy.js';
 import type { LazySession } from './checkpoint.js';
+import { PreconditionError } from '../../bus/errors.js';
 import type { FreezeReply, PrepareReply, RestoreReply } from '../../bus/node-migration.js';
 
 export interface NodeMigration {
@@ -24,6 +25,8 @@ export interface NodeMigration {
   restored?: RestoreReply;
   /** A restore began here: from then on, processes in the pod's namespace are a copy that may have served. */
   restoreStarted?: boolean;
+  /** A rollback was told no copy was restored here: a restore request arriving later must not make one. */
+  fenced?: boolean;
   /** PostCopy on the source: the lazy dump serving the pod's memory until the destination has all of it. */
   lazy?: LazySession;
   /** PostCopy on the destination: the page channel, and the lazy-pages daemon once the restore began. */
@@ -50,8 +53,24 @@ export function migrationState(id: string, pod: string): NodeMigration {
   return m;
 }
 
+/**
+ * Migrations that ended on this node (rolled back or cut over), oldest first, bounded: a forward step that
+ * arrives after the end (delayed, or queued behind the rollback) must not act — a late freeze would stop a
+ * pod that was just resumed, a late restore would make a second copy.
+ */
+const ended = new Set<string>();
+const MAX_ENDED = 10_000;
+
 export function forgetMigration(id: string): void {
   table.delete(id);
+  ended.delete(id);
+  ended.add(id);
+  if (ended.size > MAX_ENDED) ended.delete(ended.values().next().value!);
+}
+
+/** Refuses a forward step of a migration that already ended here. */
+export function refuseIfEnded(id: string, verb: string): void {
+  if (ended.has(id)) throw new PreconditionError(`migration ${id} already ended on this node: ${verb} refused`);
 }
 
 /** Runs fn after every earlier operation of the same migration has settled. */
