@@ -82,6 +82,7 @@ export class SimCoordinator {
         this.kv.set(status.spec.id, JSON.stringify({ status, snapshot: prev?.snapshot ?? {} }));
         this.latest.set(status.spec.id, status);
       },
+      rerouted: (ip) => routes.oweEverywhere(ip),
       onDone: (status) => this.onPhase(status),
     });
     this.janitor = janitor;
@@ -134,6 +135,7 @@ export class SimCoordinator {
     if (!this.up || !st || isTerminal(st.phase)) return false;
     if (this.admission.withdraw(id)) {
       this.store(cancelledWhilePending(st, this.clock.nowMs()));
+      this.admission.admitWaiting();
       return true;
     }
     const actor = this.actors.get(id);

@@ -64,13 +64,19 @@ export class Admission {
     this.pump();
   }
 
-  /** Takes a waiting migration out of the queue (cancelled); false if it is not waiting. */
+  /**
+   * Takes a waiting migration out of the queue (cancelled); false if it is not waiting. Those it kept off its
+   * nodes are admitted only by `admitWaiting()`, once the host has recorded the cancel.
+   */
   withdraw(id: string): boolean {
     const before = this.waiting.length;
     this.waiting = this.waiting.filter((w) => w.spec.id !== id);
-    if (this.waiting.length === before) return false;
+    return this.waiting.length !== before;
+  }
+
+  /** Admits whatever waits and now fits. */
+  admitWaiting(): void {
     this.pump();
-    return true;
   }
 
   isWaiting(id: string): boolean {

@@ -238,7 +238,8 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     } catch (e) {
       // Not stored, so not accepted: nothing may start.
       latest.delete(id);
-      if (!admission.withdraw(id)) admission.release(id);
+      if (admission.withdraw(id)) admission.admitWaiting();
+      else admission.release(id);
       throw e;
     } finally {
       stored();
@@ -305,7 +306,11 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       const actor = actors.get(req.id);
       if (isTerminal(s.phase)) return { id: req.id, phase: s.phase, accepted: false, message: `migration ${req.id} already ended: ${s.phase}` };
       if (admission.withdraw(req.id)) {
-        await persist(cancelledWhilePending(s, cfg.clock.nowMs()));
+        try {
+          await persist(cancelledWhilePending(s, cfg.clock.nowMs()));
+        } finally {
+          admission.admitWaiting();
+        }
         return { id: req.id, phase: 'Cancelled', accepted: true, message: 'cancelled before it started — nothing to roll back' };
       }
       if (!isBeforeCutover(s.phase) || !actor) {
@@ -322,7 +327,8 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       await store.put(st, rec?.snapshot ?? {});
       latest.set(st.spec.id, st);
     },
-    onDone: (st) => log.warn({ migration: st.spec.id, pod: st.spec.pod, node: st.spec.sourceNode }, 'failed rollback finished: the pod serves from the source again'),
+    rerouted: (ip) => routes.oweEverywhere(ip),
+    onDone: (st) => log.warn({ migration: st.spec.id, pod: st.spec.pod, node: st.error?.servedFrom }, 'failed rollback finished: the pod serves from one copy, the other was removed'),
   });
   routes.start();
   janitor.start();

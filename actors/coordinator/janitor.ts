@@ -14,7 +14,7 @@ import { request } from '../../bus/rpc.js';
 import { PodMotionError } from '../../bus/errors.js';
 import { Subjects } from '../../bus/subjects.js';
 import type { MigrationStatus } from '../../machines/index.js';
-import type { WhereReply } from '../../bus/node-migration.js';
+import type { InventoryReply, WhereReply } from '../../bus/node-migration.js';
 import { migCodecs as c } from './codecs.js';
 
 export const JANITOR_INTERVAL_MS = 30_000;
@@ -70,6 +70,8 @@ export class RollbackJanitor {
     statuses(): Iterable<MigrationStatus>;
     /** Records the updated status (where the pod serves now). */
     save(status: MigrationStatus): Promise<void>;
+    /** Every node is to route this pod IP anew (the route reconciler follows `error.servedFrom`). */
+    rerouted?(podIp: string): void;
     onDone?(status: MigrationStatus): void;
   }) {}
 
@@ -113,6 +115,9 @@ export class RollbackJanitor {
         error: { ...s.error!, servedFrom: plan.servedFrom, message: `${s.error!.message}; later found serving on ${plan.servedFrom} and the other copy removed` },
       };
       await this.deps.save(done);
+      // The rollback may have stopped before or after handing routes back: every node gets them again.
+      const ip = (s.results['SocketInventory'] as InventoryReply | undefined)?.ip;
+      if (ip) this.deps.rerouted?.(ip);
       this.deps.onDone?.(done);
     }
   }

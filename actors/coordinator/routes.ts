@@ -17,6 +17,8 @@ import { vtepOf } from './effects.js';
 
 export const ROUTE_RECONCILE_INTERVAL_MS = 10_000;
 const ROUTE_TIMEOUT_MS = 10_000;
+/** Route requests in flight to one node at once. */
+const ROUTES_IN_FLIGHT = 16;
 
 interface Desired {
   id: string;
@@ -66,6 +68,8 @@ export class RouteReconciler {
   private synced = new Map<string, number>();
   /** Pod IPs each node missed a change of; kept while the pod migrates, sent once it has a known place. */
   private owed = new Map<string, Set<string>>();
+  /** Pod IPs every node owes: the pod was found serving elsewhere than the last route change said. */
+  private owedByAll = new Set<string>();
   private cancel: (() => void) | undefined;
 
   constructor(private readonly deps: {
@@ -82,6 +86,11 @@ export class RouteReconciler {
     s.add(podIp);
   }
 
+  /** Every node is to be sent this pod IP's route (where the pod serves changed outside a migration's steps). */
+  oweEverywhere(podIp: string): void {
+    this.owedByAll.add(podIp);
+  }
+
   start(intervalMs = ROUTE_RECONCILE_INTERVAL_MS): void {
     this.cancel = every(this.deps.clock, intervalMs, () => this.tick());
   }
@@ -96,7 +105,10 @@ export class RouteReconciler {
     const regs = await this.deps.registrations();
     const busyIps = new Set<string>();
     const desired = [...desiredRoutes(this.deps.statuses(), busyIps).values()];
-    // Nodes in parallel, each node's routes one after another.
+    // A node not registered now gets every route when it registers again.
+    for (const ip of this.owedByAll) for (const node of regs.keys()) this.owe(node, ip);
+    this.owedByAll.clear();
+    // Nodes in parallel; each node's routes a few at a time (hundreds of pods must not take minutes).
     await Promise.all([...regs].map(async ([node, reg]) => {
       const all = this.synced.get(node) !== reg.startedAtMs;
       if (all) for (const ip of busyIps) this.owe(node, ip);
@@ -104,24 +116,28 @@ export class RouteReconciler {
       const send = desired.filter((d) => all || owed.has(d.podIp));
       if (send.length === 0 && !all) return;
       let ok = true;
-      for (const d of send) {
-        const target = regs.get(d.node);
-        if (!target) {
-          // The node serving the pod is not registered now (its agent restarting): its VTEP is unknown, so
-          // this route cannot be sent yet, and this node is not in sync until it has been.
-          ok = false;
-          continue;
+      let next = 0;
+      const worker = async () => {
+        while (ok && next < send.length) {
+          const d = send[next++]!;
+          const target = regs.get(d.node);
+          if (!target) {
+            // The node serving the pod is not registered now (its agent restarting): its VTEP is unknown, so
+            // this route cannot be sent yet. This node owes it until it has been.
+            this.owe(node, d.podIp);
+            continue;
+          }
+          try {
+            await request(this.deps.nc, Subjects.node(node, 'relay.route'), c.route, c.done,
+              { id: d.id, pod: d.pod, podIp: d.podIp, node: d.node, vtepIp: vtepOf(target.podCidr), version: d.version }, { timeoutMs: ROUTE_TIMEOUT_MS });
+            owed.delete(d.podIp);
+          } catch (e) {
+            ok = false;
+            this.deps.onError?.(node, e as Error);
+          }
         }
-        try {
-          await request(this.deps.nc, Subjects.node(node, 'relay.route'), c.route, c.done,
-            { id: d.id, pod: d.pod, podIp: d.podIp, node: d.node, vtepIp: vtepOf(target.podCidr), version: d.version }, { timeoutMs: ROUTE_TIMEOUT_MS });
-          owed.delete(d.podIp);
-        } catch (e) {
-          ok = false;
-          this.deps.onError?.(node, e as Error);
-          break;
-        }
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(ROUTES_IN_FLIGHT, send.length) }, worker));
       if (ok && all) this.synced.set(node, reg.startedAtMs);
     }));
   }

@@ -65,6 +65,17 @@ test('no overtaking on a node: a waiting migration keeps later ones off its node
   t.deepEqual(started, [first.id, waiting.id, later.id]);
 });
 
+test('a cancelled waiting migration no longer keeps later ones off its nodes', (t) => {
+  const { a, started, submit } = harness(1, 10);
+  submit(spec('n1', 'n2'));
+  const waiting = submit(spec('n1', 'n3'));
+  const later = submit(spec('n3', 'n4'));
+  t.true(a.withdraw(waiting.id));
+  t.false(started.includes(later.id), 'admitted only once the host has recorded the cancel');
+  a.admitWaiting();
+  t.true(started.includes(later.id));
+});
+
 test('dry runs take no slot; a withdrawn migration leaves the queue; restarts count running migrations', (t) => {
   const { a, started, submit } = harness(1, 1);
   const running = spec('n1', 'n2');
@@ -76,6 +87,7 @@ test('dry runs take no slot; a withdrawn migration leaves the queue; restarts co
   t.true(a.isWaiting(w.id));
   t.true(a.withdraw(w.id));
   t.false(a.withdraw(w.id));
+  a.admitWaiting();
   a.release(running.id);
   t.deepEqual(started, [dry.id]);
   t.is(a.usage().running, 0);

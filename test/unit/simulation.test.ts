@@ -26,6 +26,8 @@ const REGRESSIONS: Array<[seed: number, found: string, knobs?: (seed: number) =>
   [3628, 'a cancel during FinalFreeze: a freeze request arriving after the rollback resumed the pod left it frozen'],
   [5964, 'a move back stopped half way (both copies stopped) left the pod serving nowhere'],
   [7860, 'after a coordinator restart, a node was marked in sync although a route to a restarting node was skipped'],
+  [10817, 'the janitor finished a move back stopped half way, but no node was told to route the pod back'],
+  [15854, 'checker: a cancel admitted the next migration before the cancel itself was recorded'],
 ];
 
 for (const [seed, found, knobs] of REGRESSIONS) {
