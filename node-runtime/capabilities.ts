@@ -2,7 +2,8 @@
 import { release } from 'node:os';
 import type { Capabilities } from '../bus/messages.js';
 import { run } from './exec.js';
-import { CRIU_FEATURES, criuBinary } from './constants.js';
+import path from 'node:path';
+import { CRIU_FEATURES, NATIVE_DIR, criuBinary } from './constants.js';
 import { ensureCriuRunDir, ensureImagesRoot } from './criu-rundir.js';
 
 /** `criu check` probes the kernel (~250 ms here); allow for a loaded machine. */
@@ -33,5 +34,8 @@ export async function measureCapabilities(criu = criuBinary()): Promise<Capabili
   CRIU_FEATURES.forEach((f, i) => {
     caps.features[f] = features[i]?.status === 'fulfilled';
   });
+  // Written-page tracking without soft-dirty: asynchronous userfaultfd write-protect read with PAGEMAP_SCAN.
+  caps.features['uffd-wp-async'] = await run(path.join(NATIVE_DIR, 'pm-wpcheck'), [], { timeoutMs: CRIU_CHECK_TIMEOUT_MS })
+    .then((r) => (JSON.parse(r.stdout) as { ok: boolean }).ok, () => false);
   return caps;
 }

@@ -5,7 +5,7 @@ import { gunzipSync } from 'node:zlib';
 import { release } from 'node:os';
 import { run } from './exec.js';
 import { measureCapabilities } from './capabilities.js';
-import { criuBinary } from './constants.js';
+import { CRIU_FEATURES, criuBinary } from './constants.js';
 
 export interface Check {
   name: string;
@@ -91,7 +91,8 @@ export async function runDoctor(): Promise<Check[]> {
     detail: caps.criuOk ? `${caps.criuVersion} at ${caps.criuPath}` : caps.criuProblem ?? 'criu check failed',
   });
   for (const [f, ok] of Object.entries(caps.features)) {
-    checks.push({ name: `criu feature ${f}`, ok, required: false, detail: ok ? 'supported' : 'not supported' });
+    const kind = (CRIU_FEATURES as readonly string[]).includes(f) ? 'criu feature' : 'kernel feature';
+    checks.push({ name: `${kind} ${f}`, ok, required: false, detail: ok ? 'supported' : 'not supported' });
   }
   try {
     const v = await run('nats-server', ['--version']);
