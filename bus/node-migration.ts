@@ -48,9 +48,10 @@ export type EstimateReply = Infer<typeof EstimateReply>;
 /** One pre-copy round: the destination opens a receiver, the source sends what changed, the destination keeps it. */
 export const RoundRef = obj({ id: id(), pod: name(), round: num({ int: true, min: 1, max: 1000 }) });
 export type RoundRef = Infer<typeof RoundRef>;
+/** `tracked`: the source tracks writes, so the rounds after the first read only the pages written since. */
 export const RoundReply = obj({
   pages: num({ int: true, min: 0 }), newPages: num({ int: true, min: 0 }), bytes: num({ int: true, min: 0 }),
-  scanMs: num({ min: 0 }), transferMs: num({ min: 0 }),
+  scanMs: num({ min: 0 }), transferMs: num({ min: 0 }), tracked: optional(bool()),
 });
 export type RoundReply = Infer<typeof RoundReply>;
 
@@ -75,6 +76,13 @@ export const FreezeReply = obj({
   sockets: arr(SocketSeq, { maxItems: 65_536 }),
   /** Memory left behind for post-copy, as the dump counted it (bytes of lazy pages). */
   lazyBytes: optional(num({ int: true, min: 0 })),
+  /**
+   * Pre-copy with tracked writes: the destination restores lazily from the rounds' pages and `finalPages`
+   * pages written since the last round (`writtenBytes`, as the tracker counted them) that crossed in the freeze.
+   */
+  lazyFromRounds: optional(bool()),
+  writtenBytes: optional(num({ int: true, min: 0 })),
+  finalPages: optional(num({ int: true, min: 0 })),
 });
 export type FreezeReply = Infer<typeof FreezeReply>;
 

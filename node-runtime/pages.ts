@@ -18,10 +18,24 @@ export interface RoundStats {
   ms: number;
 }
 
-/** Writes to `out` every page of the pod whose content the destination does not hold (per `state`). */
-export async function precopyRound(pid: number, state: string, out: string): Promise<RoundStats> {
-  const r = await run(bin(), ['round', '--pid', String(pid), '--state', state, '--out', out], { timeoutMs: PAGES_TIMEOUT_MS });
+/**
+ * Writes to `out` every page of the pod whose content the destination does not hold (per `state`). With
+ * writes tracked, also every page's address and hash to `map` (what the destination restores from) and the
+ * ranges read to `read`; with `only`, reads just those ranges (written since the last round), not all memory.
+ */
+export async function precopyRound(pid: number, state: string, out: string, tracked?: { map: string; read: string; only?: string }): Promise<RoundStats> {
+  const r = await run(bin(), ['round', '--pid', String(pid), '--state', state, '--out', out,
+    ...(tracked ? ['--map', tracked.map, '--read', tracked.read, ...(tracked.only ? ['--only', tracked.only] : [])] : [])], { timeoutMs: PAGES_TIMEOUT_MS });
   return JSON.parse(r.stdout) as RoundStats;
+}
+
+/**
+ * With the pod stopped: writes to `out` the pages the destination cannot take from the rounds up to `round`
+ * (written since, per the tracker's `clean` ranges, or never `read` by one), by address.
+ */
+export async function finalPages(pid: number, o: { read: string; clean: string; out: string; round: number }): Promise<{ pages: number; literal: number; referenced: number; ms: number }> {
+  const r = await run(bin(), ['final', '--pid', String(pid), '--read', o.read, '--clean', o.clean, '--out', o.out, '--round', String(o.round)], { timeoutMs: PAGES_TIMEOUT_MS });
+  return JSON.parse(r.stdout) as { pages: number; literal: number; referenced: number; ms: number };
 }
 
 /** Replaces each pages-*.img of a checkpoint by a delta: references for pages in `state`, bytes for the rest. */

@@ -97,6 +97,14 @@ export function postCopied(s: MigrationStatus): boolean {
   return (s.results['PreCopyMemory'] as { then?: string } | undefined)?.then === 'PostCopy';
 }
 
+/**
+ * Whether the restored pod's memory is filled in after it resumed: PostCopy (from the source), or a pre-copy
+ * whose writes were tracked (from the pages that arrived before the resume, on the destination itself).
+ */
+export function lazilyRestored(s: MigrationStatus): boolean {
+  return postCopied(s) || (s.results['FinalFreeze'] as { lazyFromRounds?: boolean } | undefined)?.lazyFromRounds === true;
+}
+
 /** Marks a failure with the node the pod serves from after it (the status shows it; routes follow it). */
 export function servedFrom<E extends Error>(err: E, node: string): E & { servedFrom: string } {
   return Object.assign(err, { servedFrom: node });
@@ -229,7 +237,9 @@ export function createEffects(deps: EffectDeps) {
           memoryTransferRateBytes: Math.round((r.bytes * 1000) / Math.max(1, r.transferMs)),
         });
         const first = rounds[0]!.bytes;
-        if (round > 1 && r.bytes <= Math.max(PRECOPY_CONVERGED_BYTES, first * PRECOPY_CONVERGED_FRACTION)) { stop = 'converged'; break; }
+        // Rounds that read only what was written (tracked) cost little: they go on down to the fixed bound.
+        const fraction = r.tracked ? 0 : PRECOPY_CONVERGED_FRACTION;
+        if (round > 1 && r.bytes <= Math.max(PRECOPY_CONVERGED_BYTES, first * fraction)) { stop = 'converged'; break; }
         // Stall, as KubeVirt judges it: rounds no longer shrink (the pod dirties memory as fast as it moves).
         if (rounds.length >= 3 && rounds.slice(-2).every((x, i) => x.bytes >= PRECOPY_STALL_RATIO * rounds[rounds.length - 3 + i]!.bytes)) { stop = 'stalled'; break; }
         if (deps.clock.nowMs() - t0 > PRECOPY_MAX_MS) { stop = 'time-limit'; break; }
@@ -303,10 +313,12 @@ export function createEffects(deps: EffectDeps) {
         if (!r.ok) throw new PreconditionError(`pod ${s.spec.pod} does not answer on ${inv.ip}:${inv.port} after restore`);
         probe = { probed: true, ms: r.ms };
       }
-      if (!postCopied(s)) return probe;
+      if (!lazilyRestored(s)) return probe;
       // PostCopy: the pod is whole only once every page has arrived, and until then the source copy holds
       // the rest. A failure here is a pod lost after it resumed, which the rollback reports as such.
       const pc = await ask(s.spec.destinationNode, 'mig.postcopy.finish', c.step, c.postcopy, step(s), s, 'ServiceVerifying');
+      // A tracked pre-copy: every page was on the destination before the resume; it has now been filled in.
+      if (!postCopied(s)) return { ...probe, lazyFillBytes: pc.bytes, lazyFillMs: Math.round(pc.ms) };
       await deps.progress({
         type: 'progress', id: s.spec.id, phase: 'ServiceVerifying', round: 1, atMs: deps.clock.nowMs(),
         dataProcessedBytes: pc.bytes, dataRemainingBytes: 0, dirtyMemoryRateBytes: 0,
@@ -337,7 +349,7 @@ export function createEffects(deps: EffectDeps) {
       const restored = s.conditions.some((x) => x.type === 'Restore') &&
         (await askRetry(s.spec.destinationNode, 'mig.restored', c.step, c.done, step(s), s, 'RollingBack')).done;
       const warnings: string[] = [];
-      if (restored && postCopied(s)) {
+      if (restored && lazilyRestored(s)) {
         // A restored PostCopy copy can move back only if all its memory arrived. If not, its missing pages
         // are gone with the page channel and the source copy is stale (the destination served since): the
         // pod is lost, and resuming either copy would serve wrong state. Both are removed; nothing resumes.
@@ -348,7 +360,7 @@ export function createEffects(deps: EffectDeps) {
           await askRetry(s.spec.sourceNode, 'mig.cutover', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack').catch((e: Error) => warnings.push(`source: ${e.message}`));
           deps.secrets.delete(s.spec.id);
           deps.sockets.delete(s.spec.id);
-          throw new NodeOperationError(`post-copy failed after pod ${s.spec.pod} resumed on ${s.spec.destinationNode} (${finished}); the pod is lost: its restored copy lacked memory and was killed, and the stale source copy on ${s.spec.sourceNode} was removed${warnings.length ? `; ${warnings.join('; ')}` : ''}`);
+          throw new NodeOperationError(`${postCopied(s) ? 'post-copy' : 'filling in memory from the pre-copied pages'} failed after pod ${s.spec.pod} resumed on ${s.spec.destinationNode} (${finished}); the pod is lost: its restored copy lacked memory and was killed, and the stale source copy on ${s.spec.sourceNode} was removed${warnings.length ? `; ${warnings.join('; ')}` : ''}`);
         }
       }
       if (restored) {

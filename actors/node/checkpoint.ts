@@ -11,7 +11,11 @@ import type { FreezeReply, PrepareReply, SocketSeq } from '../../bus/node-migrat
 import { NodeOperationError } from '../../bus/errors.js';
 import { criuBinary, NATIVE_DIR } from '../../node-runtime/constants.js';
 import { readSeqs } from '../../node-runtime/sockets.js';
-import { encodeImages } from '../../node-runtime/pages.js';
+import { encodeImages, finalPages } from '../../node-runtime/pages.js';
+import type { WriteTracker } from '../../node-runtime/wptrack.js';
+
+/** Written by a tracked freeze into the images: the pages written since the last pre-copy round. */
+export const FINAL_PAGES_FILE = 'pages.pmfinal';
 import { endedPageSocket, servePages, type PageSource } from '../../criu-shim/transfer/lazy.js';
 import { countPages, PAGE_BYTES, PE_LAZY } from '../../criu-shim/images/pagemap.js';
 import type { NodeContext } from './context.js';
@@ -36,6 +40,10 @@ export async function checkpoint(ctx: NodeContext, o: {
   bandwidthMbps?: number;
   /** A lazy dump (PostCopy): CRIU's page socket for it (see endedPageSocket). */
   lazyPagesSocket?: string;
+  /** Runs with the pod frozen, before CRIU reads its mappings. */
+  onFrozen?: () => Promise<void>;
+  /** Runs after the dump, before the images go: may add files to `dir`. */
+  beforeSend?: () => Promise<void>;
 }): Promise<FreezeReply> {
   await rm(o.dir, { recursive: true, force: true });
   await mkdir(o.dir, { recursive: true, mode: 0o700 });
@@ -55,11 +63,13 @@ export async function checkpoint(ctx: NodeContext, o: {
       } else if (n.script === 'network-lock') {
         frozenAtMs = ctx.clock.nowMs();
         await ctx.hold.setModes(o.pin, ['zw', 'drop-in', 'drop-out']);
+        await o.onFrozen?.();
       } else if (n.script === 'post-dump') {
         sockets = await readSeqs(o.pid);
       }
     },
   });
+  await o.beforeSend?.();
   const dumpMs = ctx.clock.nowMs() - frozenAtMs;
   const bytes = await dirBytes(o.dir);
   const encoded = o.precopyState === undefined ? undefined : await encodeImages(o.dir, o.precopyState);
@@ -110,6 +120,40 @@ export async function checkpointLazy(ctx: NodeContext, o: {
   const pages = await serving;
   const lazyBytes = (await countPages(o.dir, PE_LAZY)) * PAGE_BYTES;
   return { reply: { ...reply, lazyBytes }, session: { pages } };
+}
+
+/**
+ * Pre-copy's freeze with tracked writes: a lazy dump (the memory stays in the stopped tasks, as for
+ * PostCopy), the pages written since the last round read out of them (pm-pages final), and only the images
+ * and those pages cross. The destination restores lazily from what the rounds and this freeze delivered:
+ * all of the pod's memory is there before it resumes, and nothing is asked of the source afterwards.
+ */
+export async function checkpointTracked(ctx: NodeContext, o: {
+  pid: number; netns: string; pin: string; dir: string; target: PrepareReply; socketPath: string;
+  tracker: WriteTracker; round: number; read: string; cleanFile: string;
+  zeroWindowQuiesceMs?: number; bandwidthMbps?: number;
+}): Promise<FreezeReply> {
+  const pageSocket = await endedPageSocket(o.socketPath);
+  let written = 0;
+  let final: { literal: number; referenced: number; ms: number } | undefined;
+  try {
+    const reply = await checkpoint(ctx, {
+      ...o, lazyPagesSocket: o.socketPath,
+      onFrozen: async () => {
+        written = (await o.tracker.final(o.cleanFile)).writtenBytes;
+      },
+      beforeSend: async () => {
+        final = await finalPages(o.pid, { read: o.read, clean: o.cleanFile, out: path.join(o.dir, FINAL_PAGES_FILE), round: o.round });
+      },
+    });
+    return {
+      ...reply, lazyFromRounds: true, writtenBytes: written,
+      ...(final ? { referencedPages: final.referenced, finalPages: final.literal, encodeMs: final.ms } : {}),
+    };
+  } finally {
+    pageSocket.close();
+    await rm(o.cleanFile, { force: true });
+  }
 }
 
 export interface Restored {

@@ -20,7 +20,7 @@ import { pidsInNetns, netnsInode, refOf } from '../../node-runtime/procs.js';
 import { listPodRecords, readPodRecord, removePodRecord, writePodRecord } from '../../node-runtime/records.js';
 import { restoreInto } from './checkpoint.js';
 import { detachQuietly, holdBaselines } from './source.js';
-import { decodeIfPrecopied, removePrecopy } from './precopy.js';
+import { decodeIfPrecopied, removePrecopy, startStoreDaemon } from './precopy.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
 
@@ -42,15 +42,26 @@ export async function preparePod(ctx: NodeContext, m: NodeMigration, req: Prepar
   await rm(dir, { recursive: true, force: true });
   m.address = { ip: req.ip, mac: req.mac };
   m.receiver = await startReceiver({ host: ctx.dataHost, dir, key, maxBytes: MAX_IMAGE_BYTES });
+  const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
+  const socketPath = path.join(lazyDir, 'destination.sock');
   if (req.lazy) {
-    const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
     await mkdir(lazyDir, { recursive: true, mode: 0o700 });
-    const sink = await startPageSink({ host: ctx.dataHost, key, socketPath: path.join(lazyDir, 'destination.sock') });
-    m.pageSink = sink;
-    // The daemon starts as soon as the images are in, while the overlay is handed over, not in the restore.
-    m.lazyDaemonStart = m.receiver.done.then(() => sink.startDaemon({ criuPath: criuBinary(), connectExecPath: path.join(NATIVE_DIR, 'pm-connect-exec'), dir }));
-    m.lazyDaemonStart.catch(() => {});
+    m.pageSink = await startPageSink({ host: ctx.dataHost, key, socketPath });
   }
+  // A lazy restore's daemon starts as soon as the images are in, while the overlay is handed over, not in
+  // the restore: served from the page store when the images carry a tracked pre-copy's final pages (even if
+  // PostCopy was allowed, the rounds converged), else by the source over the page channel (PostCopy).
+  m.lazyDaemonStart = m.receiver.done.then(async () => {
+    await mkdir(lazyDir, { recursive: true, mode: 0o700 });
+    const fromStore = await startStoreDaemon(m, req.id, dir, socketPath);
+    if (fromStore) {
+      m.pageSink?.close();
+      m.pageSink = undefined;
+      return fromStore;
+    }
+    return m.pageSink?.startDaemon({ criuPath: criuBinary(), connectExecPath: path.join(NATIVE_DIR, 'pm-connect-exec'), dir });
+  });
+  m.lazyDaemonStart.catch(() => {});
   m.prepared = { host: m.receiver.host, port: m.receiver.port, key, ...(m.pageSink ? { pagesPort: m.pageSink.port } : {}) };
   return m.prepared;
 }
@@ -64,20 +75,20 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
   const decoded = await decodeIfPrecopied(ctx, req.id, imagesDir(ctx.cluster, req.id, 'destination'));
   const dir = imagesDir(ctx.cluster, req.id, 'destination');
-  if (m.pageSink) {
-    // PostCopy: the daemon that will fault the pod's memory in must listen before the restore starts.
-    if (!m.lazyDaemonStart) throw new NodeOperationError(`migration ${req.id}: the post-copy daemon was never started`);
-    m.lazyDaemon = await m.lazyDaemonStart;
+  // A lazy restore (PostCopy, or a tracked pre-copy): its daemon must listen before the restore starts.
+  m.lazyDaemon = m.lazyDaemonStart ? await m.lazyDaemonStart : undefined;
+  if (m.pageSink && !m.lazyDaemon) throw new NodeOperationError(`migration ${req.id}: the post-copy daemon was never started`);
+  if (m.lazyDaemon) {
     // Pages that never arrive would read as zeros: a pod whose daemon failed must not run on.
     m.lazyDaemon.finished.catch(async (e: Error) => {
       const killed = await killPodIn(netns);
-      ctx.log.error({ migration: req.id, pod: req.pod, err: e.message, killed }, 'post-copy failed after the restore: the restored copy was killed');
+      ctx.log.error({ migration: req.id, pod: req.pod, err: e.message, killed }, 'lazy restore failed after the pod resumed: the restored copy was killed');
     });
   }
   m.restoreStarted = true;
   let r;
   try {
-    r = await restoreInto(ctx, { netns, pin, dir, networkContinuity: req.networkContinuity, lazyPages: m.pageSink !== undefined });
+    r = await restoreInto(ctx, { netns, pin, dir, networkContinuity: req.networkContinuity, lazyPages: m.lazyDaemon !== undefined });
   } catch (e) {
     m.lazyDaemon?.kill();
     throw e;
@@ -176,6 +187,7 @@ export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req
   await ctx.hold.setModes(holdPinDir(ctx.cluster, ctx.node.name, req.pod), []);
   m.receiver?.close();
   m.pageSink?.close();
+  m.pageStore?.kill();
   await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
   await rm(imagesDir(ctx.cluster, req.id, 'lazy'), { recursive: true, force: true });
   await removePrecopy(ctx, req.id);
@@ -185,7 +197,8 @@ export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req
 export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | undefined, req: MigStep): Promise<string> {
   m?.receiver?.close();
   m?.lazyDaemon?.kill();
-  void m?.lazyDaemonStart?.then((d) => d.kill(), () => {});
+  void m?.lazyDaemonStart?.then((d) => d?.kill(), () => {});
+  m?.pageStore?.kill();
   m?.pageSink?.close();
   for (const rx of m?.rounds.values() ?? []) rx.close();
   // Images and page caches hold the pod's memory: they go first, whatever else fails below.

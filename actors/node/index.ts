@@ -35,7 +35,7 @@ export function registerMigrationActors(ctx: NodeContext): Subscription[] {
     serve(nc, at('mig.estimate'), c.estimate, c.estimateReply, (r) => estimatePod(ctx, r), { onError }),
     serve(nc, at('mig.precopy.prepare'), c.roundRef, c.prepareReply, (r) => forward('mig.precopy.prepare', r.id, r.pod, () => precopyPrepare(ctx, migrationState(r.id, r.pod), r)), { onError }),
     serve(nc, at('mig.precopy.round'), c.round, c.roundReply, (r) => forward('mig.precopy.round', r.id, r.pod, () => precopySend(ctx, r)), { onError }),
-    serve(nc, at('mig.precopy.commit'), c.roundRef, c.done, (r) => precopyCommit(migrationState(r.id, r.pod), r), { onError }),
+    serve(nc, at('mig.precopy.commit'), c.roundRef, c.done, (r) => precopyCommit(ctx, migrationState(r.id, r.pod), r), { onError }),
     serve(nc, at('mig.prepare'), c.prepare, c.prepareReply, (r) => forward('mig.prepare', r.id, r.pod, () => preparePod(ctx, migrationState(r.id, r.pod), r)), { onError }),
     serve(nc, at('mig.arm'), c.step, c.arm, (r) => forward('mig.arm', r.id, r.pod, () => armHold(ctx, r)), { onError }),
     serve(nc, at('mig.freeze'), c.freeze, c.freezeReply, (r) => forward('mig.freeze', r.id, r.pod, async () => {

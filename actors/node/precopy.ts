@@ -1,16 +1,24 @@
 /**
  * Pre-copy on the nodes: each round the source reads the running pod's memory and sends the pages the
  * destination does not hold yet (by content hash); the destination keeps every round as a page cache.
- * At the freeze the checkpoint's pages that a round delivered travel as references only.
+ *
+ * With written pages tracked (node-runtime/wptrack.ts; the kernel's userfaultfd write-protection), each round
+ * also sends the address and hash of every page it read, and the freeze is lazy: the pod's memory stays in
+ * its stopped tasks, only the pages written since the last round cross (pm-pages final), and the destination
+ * restores with userfaultfd, every page coming from what already arrived (pm-page-source --store). Without
+ * tracking, the checkpoint's pages that a round delivered travel as references only.
  */
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { appendFile, mkdir, open, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { PageStore, type LazyDaemon } from '../../criu-shim/transfer/lazy.js';
 import path from 'node:path';
 import { newTransferKey, sendDirectory, startReceiver } from '../../criu-shim/transfer/index.js';
 import { NodeOperationError, NotFoundError } from '../../bus/errors.js';
 import type { Done, PrepareReply, RoundRef, RoundReply, RoundRequest } from '../../bus/node-migration.js';
-import { imagesDir } from '../../node-runtime/constants.js';
+import { NATIVE_DIR, criuBinary, imagesDir } from '../../node-runtime/constants.js';
 import { decodeImages, precopyRound } from '../../node-runtime/pages.js';
+import { WriteTracker } from '../../node-runtime/wptrack.js';
 import type { NodeContext } from './context.js';
+import { FINAL_PAGES_FILE } from './checkpoint.js';
 import type { NodeMigration } from './state.js';
 import { readPodRecord } from '../../node-runtime/records.js';
 
@@ -18,6 +26,31 @@ import { readPodRecord } from '../../node-runtime/records.js';
 const MAX_ROUND_BYTES = 64 * 1024 ** 3;
 export const CACHE_FILE = 'pages.pmcache';
 export const STATE_FILE = 'sent.pmstate';
+/** A round's address -> hash map (tracked writes only). */
+export const MAP_FILE = 'pages.pmmap';
+/** On the source: the ranges every round read (their pages are on the destination), kept for the freeze. */
+const READ_FILE = 'read.ranges';
+
+/** Source: write tracking per migration, and the last round whose map the destination holds. */
+interface Tracking {
+  tracker: WriteTracker;
+  lastRound?: number;
+}
+const tracking = new Map<string, Tracking>();
+
+/** The tracked state a freeze can use: tracking on and a round's map delivered; undefined otherwise. */
+export function trackedFreeze(ctx: NodeContext, id: string): { tracker: WriteTracker; round: number; read: string } | undefined {
+  const t = tracking.get(id);
+  if (!t || t.lastRound === undefined) return undefined;
+  return { tracker: t.tracker, round: t.lastRound, read: path.join(precopySourceDir(ctx, id), READ_FILE) };
+}
+
+/** Stops write tracking of a migration (idempotent); resolves once the pod's memory is plain again. */
+export async function stopTracking(id: string): Promise<void> {
+  const t = tracking.get(id);
+  tracking.delete(id);
+  await t?.tracker.stop();
+}
 
 export function precopySourceDir(ctx: NodeContext, id: string): string {
   return imagesDir(ctx.cluster, id, 'precopy-source');
@@ -46,21 +79,58 @@ export async function precopySend(ctx: NodeContext, req: RoundRequest): Promise<
   await mkdir(base, { recursive: true, mode: 0o700 });
   await rm(roundDir, { recursive: true, force: true });
   await mkdir(roundDir, { mode: 0o700 });
-  const stats = await precopyRound(rec.init.pid, path.join(base, STATE_FILE), path.join(roundDir, CACHE_FILE));
+  // Writes are tracked from before this round reads, so a page written after it was read is known written.
+  let t = tracking.get(req.id);
+  if (req.round === 1 && !t) {
+    t = { tracker: WriteTracker.start(rec.init.pid) };
+    tracking.set(req.id, t);
+  }
+  // Once a round's map went out, a round reads only what was written since the round before.
+  const written = t?.lastRound !== undefined ? path.join(base, 'written.bin') : undefined;
+  if (t) {
+    try {
+      await t.tracker.arm(written);
+    } catch (e) {
+      ctx.log.warn({ migration: req.id, pod: req.pod, err: (e as Error).message }, 'write tracking unavailable: the freeze will compare pages by content');
+      await stopTracking(req.id);
+      t = undefined;
+    }
+  }
+  const tracked = t ? { map: path.join(roundDir, MAP_FILE), read: path.join(base, 'round.ranges'), ...(written ? { only: written } : {}) } : undefined;
+  const stats = await precopyRound(rec.init.pid, path.join(base, STATE_FILE), path.join(roundDir, CACHE_FILE), tracked);
   const sent = await sendDirectory({
     host: req.target.host, port: req.target.port, key: Buffer.from(req.target.key), dir: roundDir,
     ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
   });
   // The destination holds these pages now; the round file itself is not needed here any more.
+  if (t && tracked) {
+    await appendFile(path.join(base, READ_FILE), await readFile(tracked.read));
+    await rm(tracked.read, { force: true });
+    t.lastRound = req.round;
+  }
+  if (written) await rm(written, { force: true });
   await rm(roundDir, { recursive: true, force: true });
-  return { pages: stats.pages, newPages: stats.newPages, bytes: stats.bytes, scanMs: stats.ms, transferMs: sent.ms };
+  return { pages: stats.pages, newPages: stats.newPages, bytes: stats.bytes, scanMs: stats.ms, transferMs: sent.ms, ...(t ? { tracked: true } : {}) };
 }
 
-/** Destination: wait until round N has fully arrived. */
-export async function precopyCommit(m: NodeMigration, req: RoundRef): Promise<Done> {
+/**
+ * Destination: wait until round N has fully arrived. A round that carries a map (the source tracks writes)
+ * goes to the page store, indexed while the next rounds run, so the freeze has nothing left to index.
+ */
+export async function precopyCommit(ctx: NodeContext, m: NodeMigration, req: RoundRef): Promise<Done> {
   const rx = m.rounds.get(req.round);
   if (!rx) throw new NodeOperationError(`migration ${req.id}: no receiver for pre-copy round ${req.round} (agent restarted?)`);
   const got = await rx.done;
+  const dir = path.join(destinationDir(ctx, req.id), `round-${req.round}`);
+  if (m.storeRound !== req.round && await stat(path.join(dir, MAP_FILE)).then(() => true, () => false)) {
+    if (m.storeRound !== undefined && m.storeRound !== req.round - 1) {
+      throw new NodeOperationError(`migration ${req.id}: pre-copy round ${req.round} arrived after round ${m.storeRound}`);
+    }
+    m.pageStore ??= PageStore.start(path.join(NATIVE_DIR, 'pm-page-source'));
+    void m.pageStore.add('cache', path.join(dir, CACHE_FILE)).catch(() => {});
+    void m.pageStore.add('map', path.join(dir, MAP_FILE)).catch(() => {});
+    m.storeRound = req.round;
+  }
   return { done: true, note: `${got.bytes} bytes` };
 }
 
@@ -75,8 +145,37 @@ export async function decodeIfPrecopied(ctx: NodeContext, id: string, imagesDirP
   return { fromCache: r.fromCache, ms: r.ms };
 }
 
+/**
+ * Destination, once the images are in: when the freeze was tracked (they hold the final pages), the daemon
+ * that restores the pod's memory from the page store; undefined for any other freeze.
+ */
+export async function startStoreDaemon(m: NodeMigration, id: string, imagesDirPath: string, socketPath: string): Promise<LazyDaemon | undefined> {
+  const final = path.join(imagesDirPath, FINAL_PAGES_FILE);
+  let head: Buffer;
+  try {
+    const fh = await open(final, 'r');
+    try {
+      head = Buffer.alloc(16);
+      await fh.read(head, 0, 16, 0);
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    m.pageStore?.kill();
+    m.pageStore = undefined;
+    return undefined;
+  }
+  if (head.subarray(0, 8).toString('latin1') !== 'PMFINAL1') throw new NodeOperationError(`migration ${id}: ${final} is not a final pages file`);
+  const last = head.readUInt32LE(8);
+  if (!m.pageStore || m.storeRound !== last) {
+    throw new NodeOperationError(`migration ${id}: the freeze builds on pre-copy round ${last}, but this node's page store has ${m.storeRound ?? 'none'} (agent restarted?)`);
+  }
+  return m.pageStore.finish(final, { criuPath: criuBinary(), connectExecPath: path.join(NATIVE_DIR, 'pm-connect-exec'), dir: imagesDirPath, socketPath });
+}
+
 /** Removes the pre-copy state of a migration on this node (both roles; missing is fine). */
 export async function removePrecopy(ctx: NodeContext, id: string): Promise<void> {
+  await stopTracking(id);
   await rm(precopySourceDir(ctx, id), { recursive: true, force: true });
   await rm(destinationDir(ctx, id), { recursive: true, force: true });
 }

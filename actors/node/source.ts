@@ -9,9 +9,9 @@ import type { ArmReply, EstimateReply, EstimateRequest, FreezeReply, FreezeReque
 import { scanMemory } from '../../node-runtime/memscan.js';
 import { holdPinDir, imagesDir, podNetns } from '../../node-runtime/constants.js';
 import { inventory, unrepair } from '../../node-runtime/sockets.js';
-import { checkpoint, checkpointLazy } from './checkpoint.js';
+import { checkpoint, checkpointLazy, checkpointTracked } from './checkpoint.js';
 import { migrationState } from './state.js';
-import { STATE_FILE, precopySourceDir, removePrecopy } from './precopy.js';
+import { STATE_FILE, precopySourceDir, removePrecopy, stopTracking, trackedFreeze } from './precopy.js';
 import path from 'node:path';
 import { killPodProcesses, removePodNetwork } from '../../node-runtime/pods.js';
 import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runtime/records.js';
@@ -81,6 +81,23 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   if (!req.networkContinuity && !(await ctx.hold.counters(pin))) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
   const quiesceMs = armed.get(req.id);
   armed.delete(req.id);
+  const tracked = req.lazy ? undefined : trackedFreeze(ctx, req.id);
+  if (tracked) {
+    const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
+    await mkdir(lazyDir, { recursive: true, mode: 0o700 });
+    try {
+      return await checkpointTracked(ctx, {
+        pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
+        socketPath: path.join(lazyDir, 'source.sock'), ...tracked, cleanFile: path.join(precopySourceDir(ctx, req.id), 'clean.bin'),
+        ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
+        ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
+      });
+    } finally {
+      await stopTracking(req.id);
+    }
+  }
+  // Any other freeze dumps plain memory: write tracking (if a pre-copy ran it) ends first.
+  await stopTracking(req.id);
   if (req.lazy) {
     const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
     await mkdir(lazyDir, { recursive: true, mode: 0o700 });

@@ -3,7 +3,7 @@
  * disk lives here (an open image receiver, measured timestamps); cleanup works from names alone.
  */
 import type { Receiver } from '../../criu-shim/transfer/index.js';
-import type { LazyDaemon, PageSink } from '../../criu-shim/transfer/lazy.js';
+import type { LazyDaemon, PageSink, PageStore } from '../../criu-shim/transfer/lazy.js';
 import type { LazySession } from './checkpoint.js';
 import { PreconditionError } from '../../bus/errors.js';
 import type { FreezeReply, PrepareReply, RestoreReply } from '../../bus/node-migration.js';
@@ -32,7 +32,11 @@ export interface NodeMigration {
   /** PostCopy on the destination: the page channel, and the lazy-pages daemon once the restore began. */
   pageSink?: PageSink;
   lazyDaemon?: LazyDaemon;
-  lazyDaemonStart?: Promise<LazyDaemon>;
+  /** Either daemon, started once the images are in (undefined: the restore is not lazy). */
+  lazyDaemonStart?: Promise<LazyDaemon | undefined>;
+  /** Pre-copy with tracked writes, on the destination: the store of the pages that arrived, and its last round. */
+  pageStore?: PageStore;
+  storeRound?: number;
   /** Pre-copy rounds' receivers on the destination, by round number. */
   rounds: Map<number, Receiver>;
   /** Serializes this migration's operations on this node: a rollback waits for a running dump. */

@@ -15,6 +15,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import type tls from 'node:tls';
 import { NodeOperationError } from '../../bus/errors.js';
 import { listenEphemeral, pskConnect, pskServer } from './psk.js';
@@ -133,7 +134,7 @@ export interface PageSink {
    * Starts `criu lazy-pages` on the images in `dir` (after they have all arrived, before the restore) with
    * its page-server socket joined to the source's stream. Resolves once the daemon runs.
    */
-  startDaemon(o: { criuPath: string; connectExecPath: string; dir: string; logLevel?: number }): Promise<LazyDaemon>;
+  startDaemon(o: DaemonOptions): Promise<LazyDaemon>;
   close(): void;
 }
 
@@ -141,6 +142,15 @@ export interface LazyDaemon {
   /** Settles when the daemon exits: resolves if every lazy page was delivered, rejects otherwise. */
   finished: Promise<{ ms: number; bytes: number }>;
   kill(): void;
+}
+
+/** How the destination starts its `criu lazy-pages` daemon. */
+export interface DaemonOptions {
+  criuPath: string;
+  connectExecPath: string;
+  /** The images (all arrived): the daemon reads which pages are lazy from them. */
+  dir: string;
+  logLevel?: number;
 }
 
 export async function startPageSink(o: { host: string; key: Buffer; socketPath: string }): Promise<PageSink> {
@@ -170,68 +180,153 @@ export async function startPageSink(o: { host: string; key: Buffer; socketPath: 
     },
     async startDaemon(d) {
       if (closed) throw new NodeOperationError('page channel closed before the post-copy daemon started');
-      // The daemon's page-server socket: pm-connect-exec connects it (blocking, as CRIU expects) to a
-      // listener in a root-only directory and hands it over as fd 3.
-      await rm(o.socketPath, { force: true });
-      const local = net.createServer();
-      await new Promise<void>((resolve, reject) => {
-        local.once('error', reject);
-        local.listen(o.socketPath, () => resolve());
-      });
-      const accepted = new Promise<net.Socket>((resolve) => local.once('connection', resolve));
-      const t0 = performance.now();
-      const child = spawn(d.connectExecPath, [
-        o.socketPath, '3', d.criuPath, 'lazy-pages', '--page-server', '--ps-socket', '3', '-D', d.dir, '-W', d.dir,
-        '-o', 'lazy-pages.log', `-v${d.logLevel ?? 2}`, '--status-fd', '4',
-      ], { stdio: ['ignore', 'ignore', 'pipe', 'ignore', 'pipe'] });
-      daemon = child;
-      if (closed) child.kill('SIGKILL');
-      /** The agent's end of the daemon's page-server socket, once the daemon has connected. */
-      const link: { sock?: net.Socket } = {};
-      let stderr = '';
-      child.stderr!.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-4096)));
-      let bytes = 0;
-      const finished = new Promise<{ ms: number; bytes: number }>((resolve, reject) => {
-        child.once('error', (e) => reject(new NodeOperationError(`criu lazy-pages: ${e.message}`)));
-        child.once('exit', (code, signal) => {
-          link.sock?.destroy();
-          conn?.destroy();
-          if (code === 0) resolve({ ms: performance.now() - t0, bytes });
-          else reject(new NodeOperationError(`criu lazy-pages ${signal ? `killed by ${signal}` : `exited ${code}`} before every page arrived${stderr.trim() ? `: ${stderr.trim().split('\n').at(-1)}` : ''} (see lazy-pages.log)`));
-        });
-      });
-      link.sock = await Promise.race([accepted, finished.then(() => undefined, () => undefined)]);
-      local.close();
-      await rm(o.socketPath, { force: true });
-      finished.catch(() => {});
-      const toDaemon = link.sock;
-      if (!toDaemon) {
-        await finished;
-        throw new NodeOperationError('criu lazy-pages exited before it was ready');
-      }
-      toDaemon.on('error', () => {});
-      void connected.then((sock) => {
-        sock.on('data', (b: Buffer) => {
-          bytes += b.length;
-          toDaemon.write(b);
-          if (toDaemon.writableLength > MAX_QUEUED_BYTES) {
-            sock.pause();
-            toDaemon.once('drain', () => sock.resume());
-          }
-        });
-        // The stream from the source ended: whatever the daemon still waits for will not come.
-        sock.on('close', () => toDaemon.end());
-        toDaemon.on('data', (b: Buffer) => sock.write(b));
-        toDaemon.on('end', () => sock.end());
-        sock.resume();
-      });
-      // The daemon writes one byte to its status fd once lazy-pages.socket listens: the restore may start.
-      const status = child.stdio[4] as NodeJS.ReadableStream;
-      await Promise.race([
-        new Promise<void>((resolve) => status.once('data', () => resolve())),
-        finished.then(() => { throw new NodeOperationError('criu lazy-pages exited before it was ready'); }),
-      ]);
-      return { finished, kill: () => { if (child.exitCode === null) child.kill('SIGKILL'); } };
+      return launchDaemon(d, o.socketPath, connected, (child) => {
+        daemon = child;
+        if (closed) child.kill('SIGKILL');
+      }, () => conn?.destroy());
     },
   };
+}
+
+/**
+ * The destination's page store for a pre-copy whose writes were tracked (pm-page-source --store): it indexes
+ * each round's pages and map as they arrive, then the final pages in the freeze, and serves a
+ * `criu lazy-pages` daemon: the restored pod's memory comes from what arrived before it resumed.
+ */
+export class PageStore {
+  private replies: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  private stderr = '';
+  private exited = false;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly control: Duplex;
+
+  private constructor(private readonly helper: ChildProcess) {
+    helper.stderr!.on('data', (b: Buffer) => (this.stderr = (this.stderr + b.toString()).slice(-MAX_STDERR_CHARS)));
+    helper.stdin!.on('error', () => {});
+    this.control = helper.stdio[3] as Duplex;
+    this.control.on('error', () => {});
+    let buf = '';
+    this.control.on('data', (b: Buffer) => {
+      buf += b.toString();
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        buf = buf.slice(i + 1);
+        this.replies.shift()?.resolve();
+      }
+    });
+    helper.once('exit', () => {
+      this.exited = true;
+      for (const r of this.replies.splice(0)) r.reject(this.failure());
+    });
+  }
+
+  static start(helperPath: string): PageStore {
+    return new PageStore(spawn(helperPath, ['--store'], { stdio: ['pipe', 'pipe', 'pipe', 'pipe'] }));
+  }
+
+  /** Indexes a round's page cache or map (in round order); settles once indexed. */
+  add(kind: 'cache' | 'map', file: string): Promise<void> {
+    return this.command(`${kind} ${file}`);
+  }
+
+  /** Indexes the final pages, then starts the daemon on the images in `d.dir`, served from this store. */
+  async finish(finalFile: string, d: DaemonOptions & { socketPath: string }): Promise<LazyDaemon> {
+    await this.command(`final ${finalFile}`);
+    const upstream = Duplex.from({ readable: this.helper.stdout!, writable: this.helper.stdin! });
+    upstream.on('error', () => {});
+    const daemon = await launchDaemon(d, d.socketPath, Promise.resolve(upstream), () => {}, () => this.kill());
+    const finished = daemon.finished.catch((e: Error) => {
+      const why = this.stderr.trim().split('\n').at(-1);
+      throw new NodeOperationError(`${e.message}${why ? `; page store: ${why}` : ''}`);
+    });
+    finished.catch(() => {});
+    return { finished, kill: () => { daemon.kill(); this.kill(); } };
+  }
+
+  kill(): void {
+    if (!this.exited) this.helper.kill('SIGKILL');
+  }
+
+  private failure(): Error {
+    const why = this.stderr.trim().split('\n').at(-1);
+    return new NodeOperationError(`page store: ${why || 'exited'}`);
+  }
+
+  private command(line: string): Promise<void> {
+    const run = this.queue.then(() => new Promise<void>((resolve, reject) => {
+      if (this.exited) return reject(this.failure());
+      this.replies.push({ resolve, reject });
+      this.control.write(`${line}\n`);
+    }));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+}
+
+/**
+ * Starts `criu lazy-pages` on the images in `d.dir` with its page-server socket joined to `upstream` (the
+ * source's stream, or a local store); resolves once the daemon listens for the restore.
+ */
+async function launchDaemon(d: DaemonOptions, socketPath: string, upstream: Promise<Duplex>, started: (child: ChildProcess) => void,
+  onExit: () => void): Promise<LazyDaemon> {
+  // The daemon's page-server socket: pm-connect-exec connects it (blocking, as CRIU expects) to a
+  // listener in a root-only directory and hands it over as fd 3.
+  await rm(socketPath, { force: true });
+  const local = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    local.once('error', reject);
+    local.listen(socketPath, () => resolve());
+  });
+  const accepted = new Promise<net.Socket>((resolve) => local.once('connection', resolve));
+  const t0 = performance.now();
+  const child = spawn(d.connectExecPath, [
+    socketPath, '3', d.criuPath, 'lazy-pages', '--page-server', '--ps-socket', '3', '-D', d.dir, '-W', d.dir,
+    '-o', 'lazy-pages.log', `-v${d.logLevel ?? 2}`, '--status-fd', '4',
+  ], { stdio: ['ignore', 'ignore', 'pipe', 'ignore', 'pipe'] });
+  started(child);
+  /** The agent's end of the daemon's page-server socket, once the daemon has connected. */
+  const link: { sock?: net.Socket } = {};
+  let stderr = '';
+  child.stderr!.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-4096)));
+  let bytes = 0;
+  const finished = new Promise<{ ms: number; bytes: number }>((resolve, reject) => {
+    child.once('error', (e) => reject(new NodeOperationError(`criu lazy-pages: ${e.message}`)));
+    child.once('exit', (code, signal) => {
+      link.sock?.destroy();
+      onExit();
+      if (code === 0) resolve({ ms: performance.now() - t0, bytes });
+      else reject(new NodeOperationError(`criu lazy-pages ${signal ? `killed by ${signal}` : `exited ${code}`} before every page arrived${stderr.trim() ? `: ${stderr.trim().split('\n').at(-1)}` : ''} (see lazy-pages.log)`));
+    });
+  });
+  link.sock = await Promise.race([accepted, finished.then(() => undefined, () => undefined)]);
+  local.close();
+  await rm(socketPath, { force: true });
+  finished.catch(() => {});
+  const toDaemon = link.sock;
+  if (!toDaemon) {
+    await finished;
+    throw new NodeOperationError('criu lazy-pages exited before it was ready');
+  }
+  toDaemon.on('error', () => {});
+  void upstream.then((sock) => {
+    sock.on('data', (b: Buffer) => {
+      bytes += b.length;
+      toDaemon.write(b);
+      if (toDaemon.writableLength > MAX_QUEUED_BYTES) {
+        sock.pause();
+        toDaemon.once('drain', () => sock.resume());
+      }
+    });
+    // The stream from the source ended: whatever the daemon still waits for will not come.
+    sock.on('close', () => toDaemon.end());
+    toDaemon.on('data', (b: Buffer) => sock.write(b));
+    toDaemon.on('end', () => sock.end());
+    sock.resume();
+  });
+  // The daemon writes one byte to its status fd once lazy-pages.socket listens: the restore may start.
+  const status = child.stdio[4] as NodeJS.ReadableStream;
+  await Promise.race([
+    new Promise<void>((resolve) => status.once('data', () => resolve())),
+    finished.then(() => { throw new NodeOperationError('criu lazy-pages exited before it was ready'); }),
+  ]);
+  return { finished, kill: () => { if (child.exitCode === null) child.kill('SIGKILL'); } };
 }

@@ -10,7 +10,7 @@
 // A fast 64-bit hash of one page, 8 bytes at a time (multiply-xorshift mixing): collisions only make a
 // changed page look clean with probability ~2^-64, and speed matters (it runs over all of a pod's memory).
 // Never 0: callers use 0 for "no page".
-static uint64_t hash_page(const unsigned char *p)
+static inline uint64_t hash_page(const unsigned char *p)
 {
 	const uint64_t *w = (const uint64_t *)p;
 	uint64_t h = 0x9e3779b97f4a7c15ULL;
@@ -23,7 +23,7 @@ static uint64_t hash_page(const unsigned char *p)
 	return h ? h : 1;
 }
 
-static double now_ms(void)
+static inline double now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 // Calls visit(pid, arg) for every process in the pid namespace of `root`. Returns -1 (errno set) when
@@ -31,5 +32,24 @@ static int for_each_pid_in_ns(int root, void (*visit)(int pid, void *arg), void 
 	closedir(proc);
 	return 0;
 }
+
+/* A process's pid inside its pod (the last field of NSpid), or -1. */
+static inline int pod_pid(int pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	FILE *f = fopen(path, "r");
+	int v = -1;
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "NSpid:", 6)) {
+			char *last = strrchr(line, '\t');
+			v = last ? atoi(last + 1) : -1;
+		}
+	fclose(f);
+	return v;
+}
+
 
 #endif

@@ -1,10 +1,16 @@
 // pm-pages: pre-copy by content. Pages travel before the freeze; at the freeze only pages the destination
 // does not already hold travel, the rest by reference. No soft-dirty tracking is needed (this kernel has none).
 //
-//   pm-pages round  --pid PID --state FILE --out FILE
+//   pm-pages round  --pid PID --state FILE --out FILE [--map FILE --read FILE [--only FILE]]
 //       Reads every private writable page of the pod (every process of PID's pid namespace, with
 //       process_vm_readv: the pod keeps running) and writes each page whose hash is not in STATE as a record
 //       [u64 hash][4096 bytes] to OUT; adds those hashes to STATE (the set the destination holds).
+//       When writes are tracked (pm-wptrack): MAP gets {u32 vpid, u32 0, u64 vaddr, u64 hash} for every page
+//       read and READ the ranges read; with ONLY (ranges written since the last round), just those are read.
+//   pm-pages final  --pid PID --read FILE --clean FILE --out FILE --round N
+//       With the pod stopped after a lazy dump: writes to OUT, by address, every page of its private
+//       anonymous memory that is not both clean (CLEAN: not written since the last round) and read by a round
+//       (READ, every round's ranges), i.e. what the destination cannot take from the rounds.
 //   pm-pages encode --dir IMAGES --state FILE
 //       For each CRIU pages-*.img in IMAGES: replaces it by pages-*.img.pmdelta, a stream of
 //       [u8 0][u64 hash] for pages in STATE and [u8 1][u64 hash][4096 bytes] for the others.
@@ -27,10 +33,9 @@
 
 #include "pagehash.h"
 #include "pidns.h"
+#include "pageset.h"
 
 #define CHUNK (256 * PAGE)
-/* Bound on pages per pod and per set: 64 Mi pages = 256 GiB. */
-#define MAX_PAGES (64UL << 20)
 
 static void die(const char *what)
 {
@@ -38,70 +43,21 @@ static void die(const char *what)
 	exit(1);
 }
 
-/* An open-addressing set (or map hash -> file offset) of page hashes. */
-struct set {
-	uint64_t *keys;
-	uint64_t *vals;
-	size_t cap, len;
-};
-
-static void set_init(struct set *s, size_t expect)
-{
-	s->cap = 1024;
-	while (s->cap < expect * 2)
-		s->cap <<= 1;
-	s->keys = calloc(s->cap, sizeof(uint64_t));
-	s->vals = calloc(s->cap, sizeof(uint64_t));
-	s->len = 0;
-	if (!s->keys || !s->vals)
-		die("out of memory");
-}
-
-static size_t slot(const struct set *s, uint64_t k)
-{
-	size_t i = (size_t)(k * 0x9e3779b97f4a7c15ULL) & (s->cap - 1);
-	while (s->keys[i] && s->keys[i] != k)
-		i = (i + 1) & (s->cap - 1);
-	return i;
-}
-
-static int set_has(const struct set *s, uint64_t k, uint64_t *val)
-{
-	size_t i = slot(s, k);
-	if (!s->keys[i])
-		return 0;
-	if (val)
-		*val = s->vals[i];
-	return 1;
-}
-
 static void set_add(struct set *s, uint64_t k, uint64_t val)
 {
-	if ((s->len + 1) * 2 > s->cap) {
-		struct set bigger;
-		set_init(&bigger, s->cap);
-		for (size_t i = 0; i < s->cap; i++)
-			if (s->keys[i])
-				set_add(&bigger, s->keys[i], s->vals[i]);
-		free(s->keys);
-		free(s->vals);
-		*s = bigger;
-	}
-	if (s->len >= MAX_PAGES) {
-		errno = E2BIG;
+	if (set_insert(s, k, val, 0))
 		die("page set");
-	}
-	size_t i = slot(s, k);
-	if (!s->keys[i]) {
-		s->keys[i] = k;
-		s->vals[i] = val;
-		s->len++;
-	}
+}
+
+static void set_init_or_die(struct set *s, size_t expect)
+{
+	if (set_init(s, expect))
+		die("page set");
 }
 
 static void set_load(struct set *s, const char *file)
 {
-	set_init(s, 1 << 16);
+	set_init_or_die(s, 1 << 16);
 	FILE *f = fopen(file, "r");
 	if (!f)
 		return; /* first round: nothing sent yet */
@@ -133,9 +89,22 @@ static void write_all(FILE *f, const void *p, size_t n, const char *what)
 
 /* ---- round ---- */
 
+/* Ranges of a process's pages: {u32 vpid, u32 0, u64 start, u64 end} (pm-wptrack's files). */
+struct page_range {
+	uint32_t vpid, pad;
+	uint64_t start, end;
+};
+
 struct round_ctx {
 	struct set *sent;
 	FILE *out;
+	/* With --only: read just these ranges (written since the last round), not every mapping. */
+	struct page_range *only;
+	size_t nonly;
+	/* With --map: {u32 vpid, u32 0, u64 vaddr, u64 hash} for every page read, and the ranges read. */
+	FILE *map;
+	FILE *read;
+	struct page_range last; /* the range being extended, not yet written to `read` */
 	unsigned char *buf;
 	unsigned long pages, fresh;
 };
@@ -146,21 +115,54 @@ static void round_pid(int pid, void *arg)
 	char path[64], line[512];
 	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
 	FILE *maps = fopen(path, "r");
-	if (!maps)
+	int vpid = c->map || c->only ? pod_pid(pid) : 0;
+	if (!maps || vpid < 0) {
+		if (maps)
+			fclose(maps);
 		return;
-	while (fgets(line, sizeof(line), maps)) {
+	}
+	size_t next = 0;
+	while (1) {
 		unsigned long start, end;
-		char perms[8];
-		if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3 || perms[1] != 'w' || perms[3] != 'p' ||
-		    strstr(line, "[vvar") || strstr(line, "[vdso") || strstr(line, "[vsyscall"))
-			continue;
+		if (c->only) {
+			while (next < c->nonly && c->only[next].vpid != (uint32_t)vpid)
+				next++;
+			if (next == c->nonly)
+				break;
+			start = c->only[next].start;
+			end = c->only[next].end;
+			next++;
+		} else {
+			char perms[8];
+			if (!fgets(line, sizeof(line), maps))
+				break;
+			if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3 || perms[1] != 'w' || perms[3] != 'p' ||
+			    strstr(line, "[vvar") || strstr(line, "[vdso") || strstr(line, "[vsyscall"))
+				continue;
+		}
 		for (unsigned long a = start; a < end; a += CHUNK) {
 			size_t len = end - a < CHUNK ? end - a : CHUNK;
 			struct iovec local = { c->buf, len }, remote = { (void *)a, len };
 			ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+			if (c->read && got >= (ssize_t)PAGE) {
+				uint64_t to = a + ((uint64_t)got & ~(PAGE - 1));
+				if (c->last.end == a && c->last.vpid == (uint32_t)vpid) {
+					c->last.end = to;
+				} else {
+					if (c->last.end)
+						write_all(c->read, &c->last, sizeof(c->last), "read ranges");
+					c->last = (struct page_range){ (uint32_t)vpid, 0, a, to };
+				}
+			}
 			for (size_t off = 0; got > 0 && off + PAGE <= (size_t)got; off += PAGE) {
 				uint64_t h = hash_page(c->buf + off);
 				c->pages++;
+				if (c->map) {
+					uint32_t head[2] = { (uint32_t)vpid, 0 };
+					uint64_t rec[2] = { a + off, h };
+					write_all(c->map, head, sizeof(head), "round map");
+					write_all(c->map, rec, sizeof(rec), "round map");
+				}
 				if (set_has(c->sent, h, NULL))
 					continue;
 				set_add(c->sent, h, 0);
@@ -173,13 +175,40 @@ static void round_pid(int pid, void *arg)
 	fclose(maps);
 }
 
-static int cmd_round(int pid, const char *state, const char *out)
+static struct page_range *load_ranges(const char *file, size_t *n)
+{
+	FILE *f = fopen(file, "r");
+	if (!f)
+		die(file);
+	size_t cap = 1024;
+	struct page_range *r = malloc(cap * sizeof(*r));
+	*n = 0;
+	while (r && fread(&r[*n], sizeof(*r), 1, f) == 1)
+		if (++*n == cap)
+			r = realloc(r, (cap *= 2) * sizeof(*r));
+	fclose(f);
+	if (!r)
+		die("out of memory");
+	return r;
+}
+
+static int cmd_round(int pid, const char *state, const char *out, const char *map, const char *only, const char *read)
 {
 	struct set sent;
 	set_load(&sent, state);
-	struct round_ctx c = { &sent, fopen(out, "w"), aligned_alloc(PAGE, CHUNK), 0, 0 };
+	struct round_ctx c = { &sent, fopen(out, "w"), NULL, 0, map ? fopen(map, "w") : NULL, read ? fopen(read, "w") : NULL, { 0 },
+			       aligned_alloc(PAGE, CHUNK), 0, 0 };
+	if (read && !c.read)
+		die(read);
+	if (only)
+		c.only = load_ranges(only, &c.nonly);
 	if (!c.out)
 		die(out);
+	if (map && !c.map)
+		die(map);
+	static char mbuf[1 << 20];
+	if (c.map)
+		setvbuf(c.map, mbuf, _IOFBF, sizeof(mbuf));
 	if (!c.buf)
 		die("out of memory");
 	double t0 = now_ms();
@@ -188,6 +217,12 @@ static int cmd_round(int pid, const char *state, const char *out)
 		die("the pod's pid namespace");
 	if (fclose(c.out))
 		die(out);
+	if (c.map && fclose(c.map))
+		die(map);
+	if (c.read && c.last.end)
+		write_all(c.read, &c.last, sizeof(c.last), "read ranges");
+	if (c.read && fclose(c.read))
+		die(read);
 	set_save(&sent, state);
 	printf("{\"pages\":%lu,\"newPages\":%lu,\"bytes\":%lu,\"knownPages\":%zu,\"ms\":%.1f}\n", c.pages, c.fresh,
 	       c.fresh * (PAGE + 8), sent.len, now_ms() - t0);
@@ -248,7 +283,7 @@ static int cmd_decode(const char *dir, char **caches, int ncaches)
 {
 	double t0 = now_ms();
 	struct set index;
-	set_init(&index, 1 << 16);
+	set_init_or_die(&index, 1 << 16);
 	/* The caches are mapped, not read page by page: rebuilding a checkpoint is then memory copies only. */
 	const unsigned char **maps = calloc(ncaches, sizeof(*maps));
 	if (!maps)
@@ -319,6 +354,141 @@ static int cmd_decode(const char *dir, char **caches, int ncaches)
 	return 0;
 }
 
+/* ---- final (pre-copy with tracked writes) ---- */
+
+/* Ranges of a process's pages not written since the last round (pm-wptrack's `final`). */
+#define clean_range page_range
+
+static int range_cmp(const void *a, const void *b)
+{
+	const struct clean_range *x = a, *y = b;
+	if (x->vpid != y->vpid)
+		return x->vpid < y->vpid ? -1 : 1;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+struct final_ctx {
+	struct clean_range *clean;
+	size_t nclean;
+	/* Ranges some round read (so the destination holds their pages), sorted, disjoint. */
+	struct page_range *read;
+	size_t nread;
+	FILE *out;
+	unsigned char *buf;
+	unsigned long pages, literal;
+};
+
+/* Whether a sorted list of disjoint ranges holds (vpid, addr). */
+static int in_ranges(const struct page_range *rs, size_t n, uint32_t vpid, uint64_t addr)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const struct page_range *r = &rs[mid];
+		if (r->vpid < vpid || (r->vpid == vpid && r->end <= addr))
+			lo = mid + 1;
+		else if (r->vpid > vpid || r->start > addr)
+			hi = mid;
+		else
+			return 1;
+	}
+	return 0;
+}
+
+static void final_pid(int pid, void *arg)
+{
+	struct final_ctx *c = arg;
+	char path[64], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	FILE *maps = fopen(path, "r");
+	int vpid = pod_pid(pid);
+	if (!maps || vpid < 0)
+		die("a process of the pod is gone");
+	while (fgets(line, sizeof(line), maps)) {
+		unsigned long start, end, inode;
+		char perms[8];
+		/* CRIU's lazy pages are those of private anonymous mappings; each readable one is covered here. */
+		if (sscanf(line, "%lx-%lx %7s %*s %*s %lu", &start, &end, perms, &inode) != 4 || perms[0] != 'r' ||
+		    perms[3] != 'p' || inode != 0 || strstr(line, "[vvar") || strstr(line, "[vdso") || strstr(line, "[vsyscall"))
+			continue;
+		for (unsigned long a = start; a < end; a += CHUNK) {
+			size_t len = end - a < CHUNK ? end - a : CHUNK;
+			ssize_t got = -1;
+			for (size_t off = 0; off < len; off += PAGE) {
+				uint32_t v = (uint32_t)vpid;
+				c->pages++;
+				if (in_ranges(c->clean, c->nclean, v, a + off) && in_ranges(c->read, c->nread, v, a + off))
+					continue;
+				if (got < 0) {
+					struct iovec local = { c->buf, len }, remote = { (void *)a, len };
+					got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+					if (got < 0)
+						got = 0;
+				}
+				if (off + PAGE > (size_t)got)
+					continue; /* not readable (a guard page): nothing to restore there */
+				uint32_t head[2] = { v, 0 };
+				uint64_t at = a + off;
+				write_all(c->out, head, sizeof(head), "final pages");
+				write_all(c->out, &at, sizeof(at), "final pages");
+				write_all(c->out, c->buf + off, PAGE, "final pages");
+				c->literal++;
+			}
+		}
+	}
+	fclose(maps);
+}
+
+/* Sorts ranges and merges those that overlap or touch. */
+static void normalize(struct page_range *r, size_t *n)
+{
+	qsort(r, *n, sizeof(*r), range_cmp);
+	size_t k = 0;
+	for (size_t i = 0; i < *n; i++) {
+		if (k && r[k - 1].vpid == r[i].vpid && r[i].start <= r[k - 1].end) {
+			if (r[i].end > r[k - 1].end)
+				r[k - 1].end = r[i].end;
+		} else {
+			r[k++] = r[i];
+		}
+	}
+	*n = k;
+}
+
+/*
+ * With the pod stopped: writes to OUT every page of its private anonymous memory that the destination
+ * cannot take from the rounds — written since the last round (not in CLEAN), or never read by one (not in
+ * READ, every round's ranges) — as {u32 vpid, u32 0, u64 vaddr, 4096 bytes}, after a header
+ * {"PMFINAL1", u32 round, u32 0}.
+ */
+static int cmd_final(int pid, const char *readfile, const char *cleanfile, const char *out, unsigned round)
+{
+	double t0 = now_ms();
+	struct final_ctx c = { 0 };
+	c.clean = load_ranges(cleanfile, &c.nclean);
+	normalize(c.clean, &c.nclean);
+	c.read = load_ranges(readfile, &c.nread);
+	normalize(c.read, &c.nread);
+	c.out = fopen(out, "w");
+	c.buf = aligned_alloc(PAGE, CHUNK);
+	if (!c.out || !c.buf)
+		die(out);
+	static char obuf[1 << 20];
+	setvbuf(c.out, obuf, _IOFBF, sizeof(obuf));
+	uint32_t head[4];
+	memcpy(head, "PMFINAL1", 8);
+	head[2] = round;
+	head[3] = 0;
+	write_all(c.out, head, sizeof(head), out);
+	errno = 0;
+	if (for_each_pid_in_ns(pid, final_pid, &c))
+		die("the pod's pid namespace");
+	if (fclose(c.out))
+		die(out);
+	printf("{\"pages\":%lu,\"literal\":%lu,\"referenced\":%lu,\"ms\":%.1f}\n", c.pages, c.literal, c.pages - c.literal, now_ms() - t0);
+	return 0;
+}
+
 static const char *opt(int argc, char **argv, const char *name)
 {
 	for (int i = 2; i + 1 < argc; i++)
@@ -331,11 +501,17 @@ int main(int argc, char **argv)
 {
 	const char *cmd = argc > 1 ? argv[1] : "";
 	if (!strcmp(cmd, "round") && opt(argc, argv, "--pid") && opt(argc, argv, "--state") && opt(argc, argv, "--out"))
-		return cmd_round(atoi(opt(argc, argv, "--pid")), opt(argc, argv, "--state"), opt(argc, argv, "--out"));
+		return cmd_round(atoi(opt(argc, argv, "--pid")), opt(argc, argv, "--state"), opt(argc, argv, "--out"), opt(argc, argv, "--map"),
+				 opt(argc, argv, "--only"), opt(argc, argv, "--read"));
+	if (!strcmp(cmd, "final") && opt(argc, argv, "--pid") && opt(argc, argv, "--read") && opt(argc, argv, "--clean") &&
+	    opt(argc, argv, "--out") && opt(argc, argv, "--round"))
+		return cmd_final(atoi(opt(argc, argv, "--pid")), opt(argc, argv, "--read"), opt(argc, argv, "--clean"), opt(argc, argv, "--out"),
+				 (unsigned)atoi(opt(argc, argv, "--round")));
 	if (!strcmp(cmd, "encode") && opt(argc, argv, "--dir") && opt(argc, argv, "--state"))
 		return cmd_encode(opt(argc, argv, "--dir"), opt(argc, argv, "--state"));
 	if (!strcmp(cmd, "decode") && opt(argc, argv, "--dir") && argc >= 6 && !strcmp(argv[4], "--cache"))
 		return cmd_decode(opt(argc, argv, "--dir"), argv + 5, argc - 5);
-	fprintf(stderr, "usage: pm-pages round --pid PID --state F --out F | encode --dir D --state F | decode --dir D --cache F...\n");
+	fprintf(stderr, "usage: pm-pages round --pid PID --state F --out F [--map F --read F [--only F]] | final --pid PID --read F --clean F --out F --round N |"
+			" encode --dir D --state F | decode --dir D --cache F...\n");
 	return 2;
 }
