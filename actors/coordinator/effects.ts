@@ -43,6 +43,8 @@ export const PRECOPY_MAX_MS = 120_000;
 /** Converged when a round sends under 4 MiB, or under 5 % of the first round: the rest fits in the freeze. */
 export const PRECOPY_CONVERGED_BYTES = 4 << 20;
 export const PRECOPY_CONVERGED_FRACTION = 0.05;
+/** With tracked writes: a round this small is what the freeze carries (~20 ms on the image stream). */
+export const PRECOPY_TRACKED_CONVERGED_BYTES = 8 << 20;
 /** Stalled when two rounds in a row send at least 90 % of the round before. */
 export const PRECOPY_STALL_RATIO = 0.9;
 /** How long a rollback keeps asking a node that does not answer (the RollingBack phase allows 300 s). */
@@ -237,9 +239,10 @@ export function createEffects(deps: EffectDeps) {
           memoryTransferRateBytes: Math.round((r.bytes * 1000) / Math.max(1, r.transferMs)),
         });
         const first = rounds[0]!.bytes;
-        // Rounds that read only what was written (tracked) cost little: they go on down to the fixed bound.
-        const fraction = r.tracked ? 0 : PRECOPY_CONVERGED_FRACTION;
-        if (round > 1 && r.bytes <= Math.max(PRECOPY_CONVERGED_BYTES, first * fraction)) { stop = 'converged'; break; }
+        // Rounds that read only what was written (tracked) cost little: they go on down to a fixed bound, what
+        // the freeze sends in a few tens of milliseconds; each round more only resends what the pod rewrote.
+        const converged = r.tracked ? PRECOPY_TRACKED_CONVERGED_BYTES : Math.max(PRECOPY_CONVERGED_BYTES, first * PRECOPY_CONVERGED_FRACTION);
+        if (round > 1 && r.bytes <= converged) { stop = 'converged'; break; }
         // Stall, as KubeVirt judges it: rounds no longer shrink (the pod dirties memory as fast as it moves).
         if (rounds.length >= 3 && rounds.slice(-2).every((x, i) => x.bytes >= PRECOPY_STALL_RATIO * rounds[rounds.length - 3 + i]!.bytes)) { stop = 'stalled'; break; }
         if (deps.clock.nowMs() - t0 > PRECOPY_MAX_MS) { stop = 'time-limit'; break; }
