@@ -50,6 +50,9 @@ export async function checkpoint(ctx: NodeContext, o: {
   const netnsIno = (await stat(`/run/netns/${o.netns}`)).ino;
   let frozenAtMs = 0;
   let sockets: SocketSeq[] = [];
+  // What the freeze spends, in ms since the tasks froze (logged like the restore's timeline).
+  const marks: string[] = [];
+  const mark = (what: string) => marks.push(`${what}@${Math.round(ctx.clock.nowMs() - frozenAtMs)}`);
   await criuDump({
     criuPath: criuBinary(), pid: o.pid, imagesDir: o.dir, tcpEstablished: true, shellJob: true,
     external: [`net[${netnsIno}]:extnet`], networkLock: 'SKIP', finalState: 'stop', logLevel: 2,
@@ -63,21 +66,29 @@ export async function checkpoint(ctx: NodeContext, o: {
       } else if (n.script === 'network-lock') {
         frozenAtMs = ctx.clock.nowMs();
         await ctx.hold.setModes(o.pin, ['zw', 'drop-in', 'drop-out']);
+        mark('held');
         await o.onFrozen?.();
+        mark('network-lock');
       } else if (n.script === 'post-dump') {
+        mark('post-dump');
         sockets = await readSeqs(o.pid);
+        mark('sequences');
       }
     },
   });
+  mark('dumped');
   await o.beforeSend?.();
   const dumpMs = ctx.clock.nowMs() - frozenAtMs;
   const bytes = await dirBytes(o.dir);
   const encoded = o.precopyState === undefined ? undefined : await encodeImages(o.dir, o.precopyState);
   const t0 = ctx.clock.nowMs();
+  mark('encoded');
   const sent = await sendDirectory({
     host: o.target.host, port: o.target.port, key: Buffer.from(o.target.key), dir: o.dir,
     ...(o.bandwidthMbps !== undefined ? { bandwidthMbps: o.bandwidthMbps } : {}),
   });
+  mark('sent');
+  ctx.log.info({ marks }, 'freeze timeline (ms since the tasks froze)');
   return {
     frozenAtMs, dumpMs, transferMs: ctx.clock.nowMs() - t0, bytes, files: sent.files, sockets, wireBytes: sent.bytes,
     ...(encoded ? { referencedPages: encoded.referenced, encodeMs: encoded.ms } : {}),

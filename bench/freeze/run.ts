@@ -4,7 +4,9 @@
  * same workload (CRIU dump to a directory, copy over the same image stream, restore, timed end to end).
  * Prints a table, writes bench/results/freeze.json.
  *
- *   node dist/bench/freeze/run.js [--runs 5] [--sizes 64,256,1024] [--rate 48]
+ *   node dist/bench/freeze/run.js [--runs 5] [--sizes 64,256,1024] [--rate 48] [--strategies Cold,PreCopy,PostCopy]
+ *
+ * A run of only some strategies or sizes writes bench/results/freeze-partial.json instead.
  */
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { newTransferKey, sendDirectory, startReceiver } from '../../criu-shim/transfer/index.js';
@@ -26,10 +28,13 @@ import { childrenOf } from '../../node-runtime/procs.js';
 import { spawn } from 'node:child_process';
 import type { MigrationStatus, Strategy } from '../../machines/index.js';
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, sizes: { type: 'string', default: '64,256,1024' }, rate: { type: 'string', default: '48' } } });
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, sizes: { type: 'string', default: '64,256,1024' }, rate: { type: 'string', default: '48' },
+  strategies: { type: 'string', default: 'Cold,PreCopy,PostCopy' } } });
 const RUNS = Number(values.runs);
 const SIZES = String(values.sizes).split(',').map(Number);
 const RATE = Number(values.rate);
+const STRATEGIES = String(values.strategies).split(',') as Strategy[];
+const FULL = STRATEGIES.length === 3 && String(values.sizes) === '64,256,1024';
 const CLUSTER = 'bfreeze';
 const PORT = 7099;
 
@@ -56,7 +61,7 @@ async function measureStrategies(cells: Cell[]): Promise<void> {
         await request(nc, Subjects.node('node-1', 'pod.run'), codecs.podRun, codecs.podInfo,
           { name: pod, port: PORT, command: [PYTHON, path.join(WORKLOADS, 'mem_writer.py'), String(PORT), String(size), String(rate)] }, { timeoutMs: 120_000 });
         let at = 'node-1';
-        for (const strategy of ['Cold', 'PreCopy', 'PostCopy'] as Strategy[]) {
+        for (const strategy of STRATEGIES) {
           const cell: Cell = { sizeMiB: size, load, strategy, freezeMs: [], totalMs: [], wireBytes: [] };
           for (let i = 0; i < RUNS; i++) {
             const to = at === 'node-1' ? 'node-2' : 'node-1';
@@ -161,7 +166,7 @@ process.stdout.write('\nsize     | load              | strategy   | freeze p50 |
 for (const r of rows) {
   process.stdout.write(`${String(r.sizeMiB + ' MiB').padEnd(8)} | ${r.load.padEnd(17)} | ${r.strategy.padEnd(10)} | ${String(r.freezeMsMedian + ' ms').padStart(10)} | ${String(r.freezeMsP99 + ' ms').padStart(10)} | ${String(r.p99VsNaive).padStart(9)} | ${String(r.totalMsMedian + ' ms').padStart(9)} | ${String(r.wireMiBMedian + ' MiB').padStart(10)} | ${r.wireVsWorkingSet}\n`);
 }
-const out = path.join(PROJECT_ROOT, 'bench', 'results', 'freeze.json');
+const out = path.join(PROJECT_ROOT, 'bench', 'results', FULL ? 'freeze.json' : 'freeze-partial.json');
 await mkdir(path.dirname(out), { recursive: true });
 await writeFile(out, JSON.stringify({ date: new Date().toISOString(), kernel: release(), runs: RUNS, rateMiBps: RATE, rows }, null, 2) + '\n');
 process.stdout.write(`wrote ${path.relative(PROJECT_ROOT, out)}\n`);
