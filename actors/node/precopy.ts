@@ -81,7 +81,7 @@ export async function precopySend(ctx: NodeContext, req: RoundRequest): Promise<
   await mkdir(roundDir, { mode: 0o700 });
   // Writes are tracked from before this round reads, so a page written after it was read is known written.
   let t = tracking.get(req.id);
-  if (req.round === 1 && !t) {
+  if (req.round === 1 && !t && process.env['PODMOTION_WRITE_TRACKING'] !== 'off') {
     t = { tracker: WriteTracker.start(rec.init.pid) };
     tracking.set(req.id, t);
   }
