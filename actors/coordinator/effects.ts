@@ -161,6 +161,9 @@ export function createEffects(deps: EffectDeps) {
     // A rollback waits for its critical nodes to answer (they may be restarting). The others get a few seconds:
     // one slow or lost answer among a hundred nodes must not time the phase out; what they miss is owed.
     const body = { id: s.spec.id, pod: s.spec.pod, podIp, node, vtepIp, version };
+    // Members that are not nodes (the local cluster's client) are routed at the same time as the nodes.
+    const extra = deps.routeExtraMembers(podIp, vtepIp);
+    extra.catch(() => {});
     const results = await Promise.allSettled(names.map((n) => !critical.includes(n)
       ? request(nc, Subjects.node(n, 'relay.route'), c.route, c.done, body, { timeoutMs: OTHER_NODE_ROUTE_TIMEOUT_MS })
       : (phase === 'RollingBack' ? askRetry : ask)(n, 'relay.route', c.route, c.done, body, s, phase)));
@@ -174,7 +177,7 @@ export function createEffects(deps: EffectDeps) {
         deps.routesOwed?.(n, podIp);
       }
     });
-    await deps.routeExtraMembers(podIp, vtepIp);
+    await extra;
     return { updated: names.length - failed.length, failed };
   }
 

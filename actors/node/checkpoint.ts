@@ -71,12 +71,17 @@ export async function checkpoint(ctx: NodeContext, o: {
         mark('network-lock');
       } else if (n.script === 'post-dump') {
         mark('post-dump');
-        sockets = await readSeqs(o.pid);
-        mark('sequences');
       }
     },
   });
   mark('dumped');
+  // The stopped tasks keep their sockets in repair mode: their sequence state is read while the images go,
+  // not while CRIU waits.
+  const seqs = readSeqs(o.pid).then((s) => {
+    sockets = s;
+    mark('sequences');
+  });
+  seqs.catch(() => {});
   await o.beforeSend?.();
   const dumpMs = ctx.clock.nowMs() - frozenAtMs;
   const bytes = await dirBytes(o.dir);
@@ -88,6 +93,7 @@ export async function checkpoint(ctx: NodeContext, o: {
     ...(o.bandwidthMbps !== undefined ? { bandwidthMbps: o.bandwidthMbps } : {}),
   });
   mark('sent');
+  await seqs;
   ctx.log.info({ marks }, 'freeze timeline (ms since the tasks froze)');
   return {
     frozenAtMs, dumpMs, transferMs: ctx.clock.nowMs() - t0, bytes, files: sent.files, sockets, wireBytes: sent.bytes,
