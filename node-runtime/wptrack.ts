@@ -6,9 +6,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { NodeOperationError } from '../bus/errors.js';
 import { NATIVE_DIR } from './constants.js';
+import { LineChannel } from '../common/line-channel.js';
 
 /** A command reads the pod's page tables, not its memory: seconds mean trouble. */
 const COMMAND_TIMEOUT_MS = 60_000;
@@ -25,17 +25,15 @@ export interface FinalStats {
 }
 
 export class WriteTracker {
-  private waiting: Array<(line: string | undefined) => void> = [];
+  private readonly channel: LineChannel;
   private closed = false;
 
   private constructor(private readonly child: ChildProcess) {
-    const lines = createInterface({ input: child.stdout! });
-    lines.on('line', (l) => this.waiting.shift()?.(l));
+    this.channel = new LineChannel(child.stdout!, child.stdin!);
     child.once('close', () => {
       this.closed = true;
-      for (const w of this.waiting.splice(0)) w(undefined);
+      this.channel.end(() => new NodeOperationError('write tracking ended'));
     });
-    child.stdin!.on('error', () => {});
   }
 
   /** Starts tracking nothing yet; `arm` takes the pod's processes in. */
@@ -67,19 +65,13 @@ export class WriteTracker {
   }
 
   private async command(cmd: string): Promise<unknown> {
-    if (this.closed) throw new NodeOperationError('write tracking stopped');
-    const line = await new Promise<string | undefined>((resolve, reject) => {
-      const timer = setTimeout(() => {
+    const line = await this.channel.send(cmd, {
+      ms: COMMAND_TIMEOUT_MS,
+      onTimeout: () => {
         this.child.kill('SIGKILL');
-        reject(new NodeOperationError(`write tracking: no answer to ${cmd.split(' ')[0]} within ${COMMAND_TIMEOUT_MS} ms`));
-      }, COMMAND_TIMEOUT_MS);
-      this.waiting.push((l) => {
-        clearTimeout(timer);
-        resolve(l);
-      });
-      this.child.stdin!.write(`${cmd}\n`);
+        return new NodeOperationError(`write tracking: no answer to ${cmd.split(' ')[0]} within ${COMMAND_TIMEOUT_MS} ms`);
+      },
     });
-    if (line === undefined) throw new NodeOperationError('write tracking ended');
     const r = JSON.parse(line) as { ok: boolean; error?: string };
     if (!r.ok) throw new NodeOperationError(`write tracking: ${r.error ?? 'failed'}`);
     return r;

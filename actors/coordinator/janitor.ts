@@ -103,7 +103,7 @@ export class RollbackJanitor {
           // The source first: the pod serves again even if the destination still does not answer.
           if (plan.resumeSource) await ask(s.spec.sourceNode, 'source', 'mig.rollback');
           await ask(s.spec.destinationNode, 'destination', 'mig.rollback');
-        } else if (plan.clean === 'source') {
+        } else {
           // The destination copy is the pod: the source copy goes, as at a cutover.
           await ask(s.spec.sourceNode, 'source', 'mig.cutover');
         }

@@ -92,11 +92,12 @@ export async function checkpoint(ctx: NodeContext, o: {
     host: o.target.host, port: o.target.port, key: Buffer.from(o.target.key), dir: o.dir,
     ...(o.bandwidthMbps !== undefined ? { bandwidthMbps: o.bandwidthMbps } : {}),
   });
+  const transferMs = ctx.clock.nowMs() - t0;
   mark('sent');
   await seqs;
   ctx.log.info({ marks }, 'freeze timeline (ms since the tasks froze)');
   return {
-    frozenAtMs, dumpMs, transferMs: ctx.clock.nowMs() - t0, bytes, files: sent.files, sockets, wireBytes: sent.bytes,
+    frozenAtMs, dumpMs, transferMs, bytes, files: sent.files, sockets, wireBytes: sent.bytes,
     ...(encoded ? { referencedPages: encoded.referenced, encodeMs: encoded.ms } : {}),
   };
 }

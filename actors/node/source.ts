@@ -85,16 +85,21 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   if (tracked) {
     const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
     await mkdir(lazyDir, { recursive: true, mode: 0o700 });
+    let reply: FreezeReply;
     try {
-      return await checkpointTracked(ctx, {
+      reply = await checkpointTracked(ctx, {
         pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
         socketPath: path.join(lazyDir, 'source.sock'), ...tracked, cleanFile: path.join(precopySourceDir(ctx, req.id), 'clean.bin'),
         ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
         ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
       });
-    } finally {
+    } catch (e) {
       await stopTracking(req.id);
+      throw e;
     }
+    // The tracker dropped its userfaultfds with the tasks frozen; its exit is not worth waiting for here.
+    void stopTracking(req.id);
+    return reply;
   }
   // Any other freeze dumps plain memory: write tracking (if a pre-copy ran it) ends first.
   await stopTracking(req.id);

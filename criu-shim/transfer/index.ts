@@ -129,7 +129,9 @@ async function receiveStream(sock: tls.TLSSocket, dir: string, maxBytes: number)
       // Small files (most of a checkpoint's) are written without waiting for each: one after another they
       // would cost a disk round trip each inside the freeze. All are on disk before the stream is confirmed.
       while (inbox.length < size) await inbox.more();
-      pending.push(writeFile(path.join(dir, name), size ? inbox.take(size) : Buffer.alloc(0), { flag: 'wx', mode: 0o600 }));
+      const written = writeFile(path.join(dir, name), size ? inbox.take(size) : Buffer.alloc(0), { flag: 'wx', mode: 0o600 });
+      written.catch(() => {}); // reported by the Promise.all below, unless the stream fails first
+      pending.push(written);
       continue;
     }
     const out = await open(path.join(dir, name), 'wx', 0o600);

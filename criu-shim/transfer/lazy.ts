@@ -19,6 +19,7 @@ import { Duplex } from 'node:stream';
 import type tls from 'node:tls';
 import { NodeOperationError } from '../../bus/errors.js';
 import { listenEphemeral, pskConnect, pskServer } from './psk.js';
+import { LineChannel } from '../../common/line-channel.js';
 
 /** Not the image stream's identity: a page channel cannot be mistaken for an image stream or the reverse. */
 const PSK_IDENTITY = 'podmotion-pages';
@@ -194,28 +195,18 @@ export async function startPageSink(o: { host: string; key: Buffer; socketPath: 
  * `criu lazy-pages` daemon: the restored pod's memory comes from what arrived before it resumed.
  */
 export class PageStore {
-  private replies: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private stderr = '';
   private exited = false;
-  private queue: Promise<unknown> = Promise.resolve();
-  private readonly control: Duplex;
+  private readonly control: LineChannel;
 
   private constructor(private readonly helper: ChildProcess) {
     helper.stderr!.on('data', (b: Buffer) => (this.stderr = (this.stderr + b.toString()).slice(-MAX_STDERR_CHARS)));
     helper.stdin!.on('error', () => {});
-    this.control = helper.stdio[3] as Duplex;
-    this.control.on('error', () => {});
-    let buf = '';
-    this.control.on('data', (b: Buffer) => {
-      buf += b.toString();
-      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-        buf = buf.slice(i + 1);
-        this.replies.shift()?.resolve();
-      }
-    });
+    const fd3 = helper.stdio[3] as Duplex;
+    this.control = new LineChannel(fd3, fd3);
     helper.once('exit', () => {
       this.exited = true;
-      for (const r of this.replies.splice(0)) r.reject(this.failure());
+      this.control.end(() => this.failure());
     });
   }
 
@@ -251,14 +242,8 @@ export class PageStore {
     return new NodeOperationError(`page store: ${why || 'exited'}`);
   }
 
-  private command(line: string): Promise<void> {
-    const run = this.queue.then(() => new Promise<void>((resolve, reject) => {
-      if (this.exited) return reject(this.failure());
-      this.replies.push({ resolve, reject });
-      this.control.write(`${line}\n`);
-    }));
-    this.queue = run.catch(() => {});
-    return run;
+  private async command(line: string): Promise<void> {
+    await this.control.send(line);
   }
 }
 

@@ -356,19 +356,17 @@ static int cmd_decode(const char *dir, char **caches, int ncaches)
 
 /* ---- final (pre-copy with tracked writes) ---- */
 
-/* Ranges of a process's pages not written since the last round (pm-wptrack's `final`). */
-#define clean_range page_range
-
 static int range_cmp(const void *a, const void *b)
 {
-	const struct clean_range *x = a, *y = b;
+	const struct page_range *x = a, *y = b;
 	if (x->vpid != y->vpid)
 		return x->vpid < y->vpid ? -1 : 1;
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
 struct final_ctx {
-	struct clean_range *clean;
+	/* Ranges not written since the last round (pm-wptrack's `final`), sorted, disjoint. */
+	struct page_range *clean;
 	size_t nclean;
 	/* Ranges some round read (so the destination holds their pages), sorted, disjoint. */
 	struct page_range *read;

@@ -1,5 +1,7 @@
 /** Shared by e2e tests: a local cluster with a counter pod under load from the client namespace. */
 import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { readdir } from 'node:fs/promises';
 import { cli, cliJson } from '../integration/helpers.js';
 import { readClusterRecord } from '../../node-runtime/records.js';
@@ -41,4 +43,26 @@ export async function podNode(cluster: string): Promise<string | undefined> {
 /** Migration image directories left on this machine for a migration id. */
 export async function imagesLeft(id: string): Promise<string[]> {
   return (await readdir(IMAGES_ROOT).catch(() => [] as string[])).filter((d) => d.includes(id));
+}
+
+/** One connection from the client namespace to a mem_writer.py pod; `ask` sends "check" over it and returns the answer. */
+export interface MemoryChecker {
+  ask(): Promise<string>;
+  kill(): void;
+}
+
+/** Opens it once for a whole test: every check goes over the same connection, so it must survive every move. */
+export async function startMemoryChecker(cluster: string, ip: string, port: number): Promise<MemoryChecker> {
+  const client = (await readClusterRecord(cluster))!.plan.client.netns;
+  const script = `import socket,sys\ns=socket.create_connection(("${ip}",${port}),timeout=60)\nf=s.makefile("rb")\nfor line in sys.stdin:\n  s.sendall(b"check\\n"); print(f.readline().decode().strip(), flush=True)\n`;
+  const child = spawn('nsenter', [`--net=/run/netns/${client}`, '--', PYTHON, '-c', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  return {
+    async ask() {
+      child.stdin.write('check\n');
+      const r = await lines.next();
+      return r.done ? 'connection lost' : r.value;
+    },
+    kill: () => child.kill('SIGKILL'),
+  };
 }

@@ -5,16 +5,13 @@
  */
 import test from 'ava';
 import path from 'node:path';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { cli, cliJson } from '../integration/helpers.js';
-import { readClusterRecord } from '../../node-runtime/records.js';
 import { PYTHON, WORKLOADS } from '../../cli/load.js';
-import { imagesLeft } from './helpers.js';
+import { imagesLeft, startMemoryChecker, type MemoryChecker } from './helpers.js';
 
 const CLUSTER = 'itprc';
 const PORT = 7099;
-let checker: ChildProcessWithoutNullStreams | undefined;
+let checker: MemoryChecker | undefined;
 
 test.before(async () => {
   await cli(['cluster', 'down', '--cluster', CLUSTER]);
@@ -26,22 +23,15 @@ test.before(async () => {
   }
 });
 test.after.always(async () => {
-  checker?.kill('SIGKILL');
+  checker?.kill();
   await cli(['cluster', 'down', '--cluster', CLUSTER]);
 });
 
 test('PreCopy by content moves a pod that keeps writing, with its memory intact', async (t) => {
   const pod = await cliJson(['pod', 'run', 'mem', '--node', 'node-1', '--port', String(PORT), '--cluster', CLUSTER, '--',
     PYTHON, path.join(WORKLOADS, 'mem_writer.py'), String(PORT), '32', '10']);
-  const client = (await readClusterRecord(CLUSTER))!.plan.client.netns;
-  const script = `import socket,sys\ns=socket.create_connection(("${pod.ip}",${PORT}),timeout=60)\nf=s.makefile("rb")\nfor line in sys.stdin:\n  s.sendall(b"check\\n"); print(f.readline().decode().strip(), flush=True)\n`;
-  checker = spawn('nsenter', [`--net=/run/netns/${client}`, '--', PYTHON, '-c', script], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const lines = createInterface({ input: checker.stdout })[Symbol.asyncIterator]();
-  const ask = async () => {
-    checker!.stdin.write('check\n');
-    const r = await lines.next();
-    return r.done ? 'connection lost' : r.value;
-  };
+  checker = await startMemoryChecker(CLUSTER, pod.ip, PORT);
+  const ask = () => checker!.ask();
   t.regex(await ask(), /^ok 8192 \d+$/);
   const r = await cli(['migrate', 'mem', '--to-node', 'node-2', '--strategy', 'PreCopy', '--wait', '--json', '--cluster', CLUSTER], 240_000);
   t.is(r.code, 0, r.stderr);

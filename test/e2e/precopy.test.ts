@@ -7,16 +7,14 @@
  */
 import test from 'ava';
 import path from 'node:path';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { cli, cliJson, snapshot } from '../integration/helpers.js';
 import { readClusterRecord } from '../../node-runtime/records.js';
 import { PYTHON, WORKLOADS } from '../../cli/load.js';
-import { imagesLeft } from './helpers.js';
+import { imagesLeft, startMemoryChecker, type MemoryChecker } from './helpers.js';
 
 const CLUSTER = 'itpre';
 const PORT = 7099;
-let checker: ChildProcessWithoutNullStreams | undefined;
+let checker: MemoryChecker | undefined;
 let ask: (() => Promise<string>) | undefined;
 
 test.before(async () => {
@@ -25,19 +23,11 @@ test.before(async () => {
   await cliJson(['cluster', 'up', '--nodes', '3', '--cluster', CLUSTER]);
   const pod = await cliJson(['pod', 'run', 'mem', '--node', 'node-1', '--port', String(PORT), '--cluster', CLUSTER, '--',
     PYTHON, path.join(WORKLOADS, 'mem_writer.py'), String(PORT), '32', '10']);
-  const client = (await readClusterRecord(CLUSTER))!.plan.client.netns;
-  // One connection for the whole test: every "check" goes over it, so it must survive every move.
-  const script = `import socket,sys\ns=socket.create_connection(("${pod.ip}",${PORT}),timeout=60)\nf=s.makefile("rb")\nfor line in sys.stdin:\n  s.sendall(b"check\\n"); print(f.readline().decode().strip(), flush=True)\n`;
-  checker = spawn('nsenter', [`--net=/run/netns/${client}`, '--', PYTHON, '-c', script], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const lines = createInterface({ input: checker.stdout })[Symbol.asyncIterator]();
-  ask = async () => {
-    checker!.stdin.write('check\n');
-    const r = await lines.next();
-    return r.done ? 'connection lost' : r.value;
-  };
+  checker = await startMemoryChecker(CLUSTER, pod.ip, PORT);
+  ask = () => checker!.ask();
 });
 test.after.always(async () => {
-  checker?.kill('SIGKILL');
+  checker?.kill();
   await cli(['cluster', 'down', '--cluster', CLUSTER]);
 });
 

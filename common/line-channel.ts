@@ -1,0 +1,33 @@
+/**
+ * Commands to a helper process, one line each, answered one line each and in order (the native helpers
+ * pm-wptrack and pm-page-source --store speak this way).
+ */
+import { createInterface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
+
+export class LineChannel {
+  private waiting: Array<{ resolve(line: string): void; reject(e: Error): void }> = [];
+  private ended: (() => Error) | undefined;
+
+  constructor(input: Readable, private readonly output: Writable) {
+    createInterface({ input }).on('line', (l) => this.waiting.shift()?.resolve(l));
+    output.on('error', () => {});
+  }
+
+  /** The helper is gone: every command waiting, and every later one, fails with `why()`. */
+  end(why: () => Error): void {
+    this.ended ??= why;
+    for (const w of this.waiting.splice(0)) w.reject(why());
+  }
+
+  /** Sends a command; resolves with its answer. With `timeout`, fails (and calls `onTimeout`) past that. */
+  send(line: string, timeout?: { ms: number; onTimeout(): Error }): Promise<string> {
+    if (this.ended) return Promise.reject(this.ended());
+    return new Promise<string>((resolve, reject) => {
+      const timer = timeout && setTimeout(() => reject(timeout.onTimeout()), timeout.ms);
+      const settle = () => { if (timer) clearTimeout(timer); };
+      this.waiting.push({ resolve: (l) => { settle(); resolve(l); }, reject: (e) => { settle(); reject(e); } });
+      this.output.write(`${line}\n`);
+    });
+  }
+}
