@@ -51,37 +51,43 @@ function safeName(name: string): string {
   return name;
 }
 
+/** The receiver reads ahead at most this much before it stops the socket (backpressure). */
+const INBOX_LIMIT_BYTES = 16 << 20;
+
 /**
- * What has arrived from a paused socket, kept as a list of pieces: bytes are copied once, when taken,
- * never re-concatenated as more arrive.
+ * What has arrived from the socket, kept as a list of pieces: bytes are copied once, when taken, never
+ * re-concatenated as more arrive. The socket flows (each TLS record is taken as it is decrypted, not one
+ * 'readable' turn per 16 KiB) and is paused while more than INBOX_LIMIT_BYTES wait to be taken.
  */
 class Inbox {
   private parts: Buffer[] = [];
   length = 0;
-  constructor(private readonly sock: tls.TLSSocket) {}
+  private failure: Error | undefined;
+  private wake: (() => void) | undefined;
+  constructor(private readonly sock: tls.TLSSocket) {
+    const rouse = () => {
+      const w = this.wake;
+      this.wake = undefined;
+      w?.();
+    };
+    sock.on('data', (b: Buffer) => {
+      this.parts.push(b);
+      this.length += b.length;
+      if (this.length > INBOX_LIMIT_BYTES) sock.pause();
+      rouse();
+    });
+    sock.once('end', () => { this.failure ??= new NodeOperationError('image stream ended early'); rouse(); });
+    sock.once('error', (e: Error) => { this.failure ??= e; rouse(); });
+    sock.once('close', () => { this.failure ??= new NodeOperationError('image stream closed early'); rouse(); });
+    sock.resume();
+  }
 
   /** Waits until more bytes have arrived (or the stream ended: an error). */
   async more(): Promise<void> {
-    for (;;) {
-      let got = false;
-      for (let next: Buffer | null = this.sock.read(); next; next = this.sock.read()) {
-        this.parts.push(next);
-        this.length += next.length;
-        got = true;
-      }
-      if (got) return;
-      await new Promise<void>((resolve, reject) => {
-        const onReadable = () => { cleanup(); resolve(); };
-        const onEnd = () => { cleanup(); reject(new NodeOperationError('image stream ended early')); };
-        const onError = (e: Error) => { cleanup(); reject(e); };
-        const cleanup = () => {
-          this.sock.off('readable', onReadable); this.sock.off('end', onEnd); this.sock.off('error', onError);
-        };
-        this.sock.once('readable', onReadable);
-        this.sock.once('end', onEnd);
-        this.sock.once('error', onError);
-      });
-    }
+    if (this.failure) throw this.failure;
+    if (this.sock.isPaused()) this.sock.resume();
+    await new Promise<void>((resolve) => (this.wake = resolve));
+    if (this.failure && this.length === 0) throw this.failure;
   }
 
   /** Removes and returns the first n bytes (n <= length). */
@@ -101,6 +107,7 @@ class Inbox {
       }
     }
     this.length -= n;
+    if (this.length <= INBOX_LIMIT_BYTES && this.sock.isPaused()) this.sock.resume();
     return out.length === 1 ? out[0]! : Buffer.concat(out, n);
   }
 
@@ -271,19 +278,33 @@ export async function sendDirectory(opts: { host: string; port: number; key: Buf
     let bytes = 0;
     // --bandwidth-mbps: megabits per second, so bytes per millisecond is mbps * 1e6 / 8 / 1000.
     const pacer = new Pacer(opts.bandwidthMbps === undefined ? undefined : opts.bandwidthMbps * 125);
+    // Consecutive small files go as one write: waiting for the socket to drain after each would cost an
+    // event-loop turn per file inside the freeze.
+    let batch: Buffer[] = [];
+    let batched = 0;
+    const flush = async () => {
+      if (batch.length === 0) return;
+      const out = Buffer.concat(batch);
+      batch = [];
+      batched = 0;
+      await writeAll(sock, out);
+      await pacer.account(out.length);
+    };
     for (const e of await entries) {
       if (!e.st.isFile()) continue;
       if (e.data && e.data.length !== e.st.size) throw new NodeOperationError(`image ${e.name} changed while being sent`);
-      await writeAll(sock, header(e.name, e.st.size));
       if (e.data) {
-        await writeAll(sock, e.data);
-        await pacer.account(e.data.length);
+        batch.push(header(e.name, e.st.size), e.data);
+        if ((batched += e.data.length) >= SEND_CHUNK_BYTES) await flush();
       } else {
+        await flush();
+        await writeAll(sock, header(e.name, e.st.size));
         await sendFile(sock, e.file, e.st.size, pacer);
       }
       files++;
       bytes += e.st.size;
     }
+    await flush();
     const ack = new Promise<void>((resolve, reject) => {
       let reply = '';
       sock.on('data', (b: Buffer) => (reply += b.toString()));

@@ -14,18 +14,22 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 test('a directory of images arrives byte for byte, files private to root', async (t) => {
   const src = await tmp();
   const dst = path.join(await tmp(), 'images');
+  // Small files (sent as one batch) on both sides of large ones (streamed), and one larger than the receiver
+  // reads ahead, so that its backpressure is exercised.
   const files: Record<string, Buffer> = {
     'pages-1.img': randomBytes(3 * 1024 * 1024 + 17),
+    'pages-2.img': randomBytes(40 * 1024 * 1024 + 5),
     'core-1.img': randomBytes(1000),
     'empty.img': Buffer.alloc(0),
   };
+  for (let i = 0; i < 40; i++) files[`${i % 2 ? 'a' : 'z'}mm-${i}.img`] = randomBytes(1 + i * 997);
   for (const [n, b] of Object.entries(files)) await writeFile(path.join(src, n), b);
   const key = newTransferKey();
-  const rx = await startReceiver({ host: '127.0.0.1', dir: dst, key, maxBytes: 64 << 20 });
+  const rx = await startReceiver({ host: '127.0.0.1', dir: dst, key, maxBytes: 128 << 20 });
   const sent = await sendDirectory({ host: rx.host, port: rx.port, key, dir: src });
   const got = await rx.done;
-  t.is(sent.files, 3);
-  t.is(got.files, 3);
+  t.is(sent.files, Object.keys(files).length);
+  t.is(got.files, Object.keys(files).length);
   t.is(got.bytes, sent.bytes);
   t.deepEqual((await readdir(dst)).sort(), Object.keys(files).sort());
   for (const [n, b] of Object.entries(files)) {
