@@ -13,7 +13,7 @@ import { ConflictError, InvalidRequestError, NotFoundError, PreconditionError } 
 import { request } from '../../bus/rpc.js';
 import { createService, type Service } from '../../bus/service.js';
 import { Subjects } from '../../bus/subjects.js';
-import { readRegistrations } from '../../bus/registry.js';
+import { RegistrationWatch } from '../../bus/registry.js';
 import type { EstimateApiReply, EstimateApiRequest, MigrateRequest, MigrationSummary } from '../../bus/api.js';
 import type { PodInfo } from '../../bus/messages.js';
 import { codecs as agentCodecs } from '../../node-runtime/agent.js';
@@ -72,6 +72,8 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   const { nc, log } = cfg;
   const store = await MigrationStore.open(nc);
   const js = jetstream(nc);
+  const nodes = await RegistrationWatch.start(nc);
+  const readRegistrations = () => nodes.current();
   const actors = new Map<string, MigrationActor>();
   const latest = new Map<string, MigrationStatus>();
   const failAt = new Map<string, Phase>();
@@ -85,11 +87,11 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     progress: async (ev) => {
       await js.publish(Subjects.migrationProgress(ev.id), c.progress.encode(ev)).catch((e: Error) => log.warn({ err: e.message }, 'progress event not published'));
     },
-    secrets: new Map(), sockets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: () => readRegistrations(nc),
+    secrets: new Map(), sockets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: readRegistrations,
     routesOwed: (node, podIp) => routes.owe(node, podIp),
   });
   const routes = new RouteReconciler({
-    nc, clock: cfg.clock, registrations: () => readRegistrations(nc), statuses: () => latest.values(),
+    nc, clock: cfg.clock, registrations: readRegistrations, statuses: () => latest.values(),
     onError: (node, err) => log.warn({ node, err: err.message }, 'route not brought up to date; will retry'),
   });
 
@@ -129,7 +131,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   }
 
   async function findPod(pod: string): Promise<PodInfo> {
-    const regs = await readRegistrations(nc);
+    const regs = await readRegistrations();
     const answers = await Promise.allSettled([...regs.keys()].map((n) =>
       request(nc, Subjects.node(n, 'pod.list'), agentCodecs.empty, agentCodecs.podList, {}, { timeoutMs: POD_LOOKUP_TIMEOUT_MS })));
     for (const a of answers) {
@@ -148,7 +150,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     }
     const pod = await findPod(req.pod);
     if (!pod.running) throw new PreconditionError(`pod ${req.pod} is not running on ${pod.node}`);
-    const regs = await readRegistrations(nc);
+    const regs = await readRegistrations();
     let dest = req.toNode;
     if (dest !== undefined) {
       const reg = regs.get(dest);
@@ -341,6 +343,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       service.stop();
       for (const a of actors.values()) a.stop();
       admission.clear();
+      nodes.stop();
     },
   };
 }

@@ -17,7 +17,8 @@ import { startEmbedded, stopEmbedded, type EmbeddedServer } from '../../bus/embe
 import { ensureIdentities, inboxPrefixOf, type Identity } from '../../bus/identity.js';
 import { ensureBusResources } from '../../bus/jetstream.js';
 import { request, serve } from '../../bus/rpc.js';
-import { Buckets, Headers, Streams, Subjects } from '../../bus/subjects.js';
+import { Buckets, Headers, NODE_REGISTRATION_TTL_MS, Streams, Subjects } from '../../bus/subjects.js';
+import { readRegistrations, RegistrationWatch } from '../../bus/registry.js';
 import { DecodeError, NotFoundError, TimeoutError } from '../../bus/errors.js';
 import { createCodec } from '../../bus/codec.js';
 import { PingReply, PingRequest, WireErrorSchema } from '../../bus/messages.js';
@@ -121,6 +122,33 @@ test('the agent answers pings and registers in the nodes bucket', async (t) => {
   const reg = codecs.registration.decode(e!.value);
   t.is(reg.podCidr, '10.244.1.0/24');
   t.is(reg.cluster, 'itbus');
+});
+
+test('the coordinator\'s watched registrations follow the bucket: puts, deletes and the TTL', async (t) => {
+  const { Kvm } = await import('@nats-io/kv');
+  const kv = await new Kvm(t.context.admin).open(Buckets.nodes);
+  let skewMs = 0;
+  const watch = await RegistrationWatch.start(t.context.admin, () => Date.now() + skewMs);
+  t.teardown(() => watch.stop());
+  const until = async (what: string, ok: (m: Awaited<ReturnType<typeof watch.current>>) => boolean) => {
+    for (let i = 0; i < 100 && !ok(await watch.current()); i++) await new Promise((r) => setTimeout(r, 20));
+    t.true(ok(await watch.current()), what);
+  };
+  // What the agent registered is there from the start, as a fresh read of the bucket has it.
+  t.deepEqual([...(await watch.current()).keys()].sort(), [...(await readRegistrations(t.context.admin)).keys()].sort());
+  t.true((await watch.current()).has('node-1'));
+  const reg = codecs.registration.decode((await kv.get('node-1'))!.value);
+  await kv.put('node-9', codecs.registration.encode({ ...reg, node: 'node-9', podCidr: '10.244.9.0/24' }));
+  await until('a new registration appears', (m) => m.has('node-9'));
+  t.is((await watch.current()).get('node-9')?.podCidr, '10.244.9.0/24');
+  await kv.put('node-8', new Uint8Array([0xc1]));
+  await kv.delete('node-9');
+  await until('a deleted registration is gone', (m) => !m.has('node-9'));
+  t.false((await watch.current()).has('node-8'), 'an entry that does not decode is no registration');
+  // Not renewed within the TTL: left out, as the bucket drops it.
+  skewMs = NODE_REGISTRATION_TTL_MS + 60_000;
+  t.is((await watch.current()).size, 0);
+  await kv.delete('node-8');
 });
 
 test('malformed messages get a DECODE error reply and the agent keeps serving', async (t) => {
