@@ -201,8 +201,12 @@ export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: str
       marks.push(`${n.script}@${Math.round(ctx.clock.nowMs() - t0)}`);
       if (n.pid !== undefined && n.script === 'post-restore') rootPid = n.pid;
       if (n.script === 'network-unlock') {
-        if (rootPid > 0 && o.networkContinuity) sockets = await readSeqs(rootPid);
+        if (rootPid > 0 && o.networkContinuity) {
+          sockets = await readSeqs(rootPid);
+          marks.push(`sequences@${Math.round(ctx.clock.nowMs() - t0)}`);
+        }
         await ctx.hold.setModes(o.pin, []);
+        marks.push(`opened@${Math.round(ctx.clock.nowMs() - t0)}`);
       }
       if (n.script === 'post-resume') resumedAtMs = ctx.clock.nowMs();
     },
