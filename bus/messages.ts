@@ -55,6 +55,8 @@ export const PodInfo = obj({
   initPid: num({ int: true }),
   running: bool(),
   startedAtMs: num(),
+  user: optional(str({ maxLength: 32 })),
+  volumes: optional(arr(obj({ name: str({ maxLength: 31 }), tier: str({ maxLength: 16 }), path: str({ maxLength: 4096 }) }), { maxItems: 16 })),
 });
 export type PodInfo = Infer<typeof PodInfo>;
 
@@ -62,6 +64,8 @@ export const PodRunRequest = obj({
   name: name(),
   command: arr(str({ maxLength: 4096 }), { maxItems: 256 }),
   port: optional(num({ int: true, min: 1, max: 65535 })),
+  user: optional(str({ maxLength: 32 })),
+  volumes: optional(arr(obj({ name: str({ maxLength: 31 }), tier: str({ maxLength: 16 }) }), { maxItems: 16 })),
 });
 export type PodRunRequest = Infer<typeof PodRunRequest>;
 

@@ -16,7 +16,7 @@ const mac = () => str({ maxLength: 17, pattern: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/
 /** Node verbs of the migration actors (joined to `podmotion.v1.node.<node>.`). */
 export const MIG_VERBS = [
   'mig.inventory', 'mig.prepare', 'mig.arm', 'mig.freeze', 'mig.restore', 'mig.disengage', 'mig.holdStats',
-  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.estimate', 'mig.precopy.prepare', 'mig.precopy.round', 'mig.precopy.commit', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'mig.postcopy.finish', 'mig.where', 'relay.route',
+  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.estimate', 'mig.precopy.prepare', 'mig.precopy.round', 'mig.precopy.commit', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'mig.postcopy.finish', 'mig.where', 'vol.sync', 'relay.route',
 ] as const;
 export type MigVerb = (typeof MIG_VERBS)[number];
 
@@ -26,9 +26,14 @@ export type MigStep = Infer<typeof MigStep>;
 /** One TCP connection of a pod, as sock_diag reports it. */
 export const SocketInfo = obj({ local: endpoint(), remote: endpoint(), state: str({ maxLength: 16 }), rttMs: optional(num()) });
 export type SocketInfo = Infer<typeof SocketInfo>;
+/** A pod's volume as the migration sees it: its name and storage tier. */
+export const VolumeRef = obj({ name: str({ maxLength: 31 }), tier: str({ maxLength: 16 }) });
+export type VolumeRef = Infer<typeof VolumeRef>;
+
 export const InventoryReply = obj({
   ip: ipv4(), mac: mac(), port: optional(num({ int: true })), initPid: num({ int: true }),
   sockets: arr(SocketInfo, { maxItems: 65_536 }),
+  volumes: optional(arr(VolumeRef, { maxItems: 16 })),
 });
 export type InventoryReply = Infer<typeof InventoryReply>;
 
@@ -56,9 +61,13 @@ export const RoundReply = obj({
 export type RoundReply = Infer<typeof RoundReply>;
 
 /** `lazy`: PostCopy, the destination also opens a page channel for the pages fetched after the restore. */
-export const PrepareRequest = obj({ id: id(), pod: name(), ip: ipv4(), mac: mac(), sourceNode: name(), lazy: optional(bool()) });
+export const PrepareRequest = obj({ id: id(), pod: name(), ip: ipv4(), mac: mac(), sourceNode: name(), lazy: optional(bool()), volumes: optional(arr(VolumeRef, { maxItems: 16 })) });
 export type PrepareRequest = Infer<typeof PrepareRequest>;
-export const PrepareReply = obj({ host: ipv4(), port: num({ int: true }), key: bytes({ maxBytes: 64 }), pagesPort: optional(num({ int: true })) });
+export const PrepareReply = obj({
+  host: ipv4(), port: num({ int: true }), key: bytes({ maxBytes: 64 }), pagesPort: optional(num({ int: true })),
+  /** A receiver per `local` volume, keyed like the images. */
+  volumes: optional(arr(obj({ name: str({ maxLength: 31 }), port: num({ int: true }) }), { maxItems: 16 })),
+});
 export const RoundRequest = obj({ id: id(), pod: name(), round: num({ int: true, min: 1, max: 1000 }), target: PrepareReply, bandwidthMbps: optional(num({ min: 1 })) });
 export type RoundRequest = Infer<typeof RoundRequest>;
 export type PrepareReply = Infer<typeof PrepareReply>;
@@ -83,6 +92,8 @@ export const FreezeReply = obj({
   lazyFromRounds: optional(bool()),
   writtenBytes: optional(num({ int: true, min: 0 })),
   finalPages: optional(num({ int: true, min: 0 })),
+  /** The volumes' last round, alongside the images. */
+  volumeFiles: optional(num({ int: true, min: 0 })), volumeBytes: optional(num({ int: true, min: 0 })), volumeMs: optional(num({ min: 0 })),
 });
 export type FreezeReply = Infer<typeof FreezeReply>;
 
@@ -139,3 +150,12 @@ export type WhereReply = Infer<typeof WhereReply>;
  */
 export const RouteRequest = obj({ id: id(), pod: name(), podIp: ipv4(), node: name(), vtepIp: ipv4(), version: optional(num({ min: 0 })) });
 export type RouteRequest = Infer<typeof RouteRequest>;
+
+/** One round of a pod's `local` volumes, source to destination (the destination's receivers in `target`). */
+export const VolumeSyncRequest = obj({ id: id(), pod: name(), target: PrepareReply });
+export type VolumeSyncRequest = Infer<typeof VolumeSyncRequest>;
+export const VolumeSyncReply = obj({
+  volumes: num({ int: true, min: 0 }), files: num({ int: true, min: 0 }), bytes: num({ int: true, min: 0 }),
+  deleted: num({ int: true, min: 0 }), ms: num({ min: 0 }),
+});
+export type VolumeSyncReply = Infer<typeof VolumeSyncReply>;

@@ -3,6 +3,7 @@ import { Subjects } from '../bus/subjects.js';
 import { request } from '../bus/rpc.js';
 import { codecs } from '../node-runtime/agent.js';
 import { POD_READY_TIMEOUT_MS, validatePodSpec } from '../node-runtime/pods.js';
+import { parseVolume } from '../node-runtime/volumes.js';
 import { intOption, parse, requirePositional } from './args.js';
 import { allPods, nodeOfPod, requireNode, withCluster } from './context.js';
 import { printJson, printTable, UsageError } from './output.js';
@@ -12,7 +13,7 @@ const POD_RUN_TIMEOUT_MS = POD_READY_TIMEOUT_MS + 10_000;
 
 export async function podCommand(argv: string[]): Promise<void> {
   const [verb, ...rest] = argv;
-  const p = parse(rest, { node: { type: 'string' }, port: { type: 'string' }, lines: { type: 'string' } });
+  const p = parse(rest, { node: { type: 'string' }, port: { type: 'string' }, lines: { type: 'string' }, user: { type: 'string' }, volume: { type: 'string', multiple: true } });
   const json = p.values['json'] === true;
   await withCluster(p, async (ctx) => {
     switch (verb) {
@@ -22,12 +23,15 @@ export async function podCommand(argv: string[]): Promise<void> {
         if (!node) throw new UsageError('pod run needs --node NODE');
         if (p.rest.length === 0) throw new UsageError('pod run needs a command after -- (podmotion pod run NAME --node NODE -- CMD...)');
         const port = p.values['port'] === undefined ? undefined : intOption(p, 'port', 0, 1, 65535);
-        validatePodSpec({ name, command: p.rest, ...(port !== undefined ? { port } : {}) });
+        const user = p.values['user'] as string | undefined;
+        const volumes = ((p.values['volume'] as string[] | undefined) ?? []).map(parseVolume);
+        const spec = { name, command: p.rest, ...(port !== undefined ? { port } : {}), ...(user !== undefined ? { user } : {}), ...(volumes.length ? { volumes } : {}) };
+        validatePodSpec(spec);
         requireNode(ctx, node);
-        const info = await request(ctx.nc, Subjects.node(node, 'pod.run'), codecs.podRun, codecs.podInfo,
-          { name, command: p.rest, ...(port !== undefined ? { port } : {}) }, { timeoutMs: POD_RUN_TIMEOUT_MS });
+        const info = await request(ctx.nc, Subjects.node(node, 'pod.run'), codecs.podRun, codecs.podInfo, spec, { timeoutMs: POD_RUN_TIMEOUT_MS });
         if (json) return printJson(info);
-        process.stdout.write(`pod ${info.name} running on ${info.node}: ip ${info.ip}, mac ${info.mac}, pid ${info.initPid}\n`);
+        process.stdout.write(`pod ${info.name} running on ${info.node}: ip ${info.ip}, mac ${info.mac}, pid ${info.initPid}${info.user ? `, user ${info.user}` : ''}\n`);
+        for (const v of info.volumes ?? []) process.stdout.write(`  volume ${v.name} (${v.tier}) at ${v.path}\n`);
         return;
       }
       case 'list': {

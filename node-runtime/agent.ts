@@ -52,6 +52,7 @@ export async function podInfo(rec: PodRecord): Promise<PodInfo> {
   return {
     name: rec.name, node: rec.node, ip: rec.ip, mac: rec.mac, command: rec.command, initPid: rec.init.pid,
     running: await isAlive(rec.init), startedAtMs: rec.startedAtMs, ...(rec.port !== undefined ? { port: rec.port } : {}),
+    ...(rec.user !== undefined ? { user: rec.user } : {}), ...(rec.volumes?.length ? { volumes: rec.volumes } : {}),
   };
 }
 
@@ -92,7 +93,10 @@ export async function startAgent(cfg: AgentConfig): Promise<Agent> {
       registration: registration(), pods: (await localPods(cfg)).length,
     }), { onError }),
     serve(nc, Subjects.node(node.name, 'pod.run'), codecs.podRun, codecs.podInfo, (req) => serializeRuns(async () => {
-      const rec = await runPod(cfg.cluster, node, { name: req.name, command: req.command, ...(req.port !== undefined ? { port: req.port } : {}) });
+      const rec = await runPod(cfg.cluster, node, {
+        name: req.name, command: req.command, ...(req.port !== undefined ? { port: req.port } : {}),
+        ...(req.user !== undefined ? { user: req.user } : {}), ...(req.volumes !== undefined ? { volumes: req.volumes } : {}),
+      });
       await cfg.podHooks?.started(rec).catch((e: Error) => log.warn({ pod: rec.name, err: e.message }, 'pod start hook failed'));
       log.info({ pod: rec.name, ip: rec.ip, pid: rec.init.pid }, 'pod started');
       return podInfo(rec);

@@ -123,3 +123,20 @@ export function holdPinDir(cluster: string, node: string, pod: string): string {
  * KDAT_RUNDIR): on tmpfs, so CRIU keeps its probe results instead of redoing them at every start.
  */
 export const CRIU_KDAT_DIR = '/dev/shm/podmotion-criu';
+
+/**
+ * Pod volumes in the local cluster. A pod sees each volume at one path, the same on every node (as a
+ * hostPath is); what is mounted there is the node's own copy (`local` tier: a node-local directory, copied
+ * when the pod moves) or the cluster's shared directory (`shared` tier: visible to every node).
+ */
+export function podVolumePath(cluster: string, pod: string, volume: string): string {
+  return path.join(clusterDir(cluster), 'volumes', pod, volume);
+}
+/** A node's own copy of a `local` volume: stands for a directory on that node's disk. */
+export function nodeVolumeDir(cluster: string, node: string, pod: string, volume: string): string {
+  return path.join(clusterDir(cluster), 'disks', node, pod, volume);
+}
+/** A `shared` volume: stands for storage every node mounts (NFS, say). */
+export function sharedVolumeDir(cluster: string, pod: string, volume: string): string {
+  return path.join(clusterDir(cluster), 'shared', pod, volume);
+}

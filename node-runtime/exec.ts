@@ -70,7 +70,7 @@ function runDirect(cmd: string, args: readonly string[], opts: RunOptions): Prom
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       try {
-        resolve(settle(label, timeoutMs, okCodes, code, signal, Buffer.concat(out).toString('utf8'), Buffer.concat(err).toString('utf8')));
+        resolve(settle(label, timeoutMs, okCodes, code, signal, Buffer.concat(out).subarray(0, MAX_OUTPUT_BYTES).toString('utf8'), Buffer.concat(err).subarray(0, MAX_OUTPUT_BYTES).toString('utf8')));
       } catch (e) {
         reject(e as Error);
       }

@@ -17,7 +17,9 @@ import {
   POD_IFACE,
   podLogFile,
   podNetns,
+  podVolumePath,
 } from './constants.js';
+import { attachVolume, createBacking, unmountUnder, userIds, volumeBacking, volumeEnvName, VOLUME_TIERS, type PodVolume, type VolumeTier } from './volumes.js';
 import { allocateHost, podHostIface, podIp, podMac, type OverlayMember } from './plan.js';
 import { childrenOf, refOf, stopRef, waitGone, type ProcessRef } from './procs.js';
 import { listPodRecords, readPodRecord, removePodRecord, writePodRecord, type PodRecord } from './records.js';
@@ -33,6 +35,10 @@ export interface RunPodSpec {
   name: string;
   command: string[];
   port?: number;
+  /** Run the command as this user (its uid, gid and groups), not as root. */
+  user?: string;
+  /** Directories the pod keeps; each appears at a fixed path, named in PODMOTION_VOLUME_<NAME>. */
+  volumes?: Array<{ name: string; tier: string }>;
 }
 
 export function validatePodSpec(spec: RunPodSpec): void {
@@ -43,6 +49,34 @@ export function validatePodSpec(spec: RunPodSpec): void {
   if (spec.port !== undefined && (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 65535)) {
     throw new InvalidRequestError(`--port must be 1-65535 (got ${spec.port})`);
   }
+  const seen = new Set<string>();
+  for (const v of spec.volumes ?? []) {
+    if (!VOLUME_TIERS.includes(v.tier as VolumeTier)) throw new InvalidRequestError(`volume ${v.name}: unknown tier ${JSON.stringify(v.tier)} (tiers: ${VOLUME_TIERS.join(', ')})`);
+    if (seen.has(v.name)) throw new InvalidRequestError(`volume ${v.name} is named twice`);
+    seen.add(v.name);
+  }
+}
+
+/** Creates and mounts a new pod's volumes; returns what its record keeps. */
+async function setUpVolumes(cluster: string, node: string, spec: RunPodSpec, owner?: { uid: number; gid: number }): Promise<PodVolume[]> {
+  const out: PodVolume[] = [];
+  for (const v of spec.volumes ?? []) {
+    const backing = volumeBacking(cluster, node, spec.name, v);
+    await createBacking(backing, owner);
+    await attachVolume(cluster, spec.name, v.name, backing);
+    out.push({ name: v.name, tier: v.tier as VolumeTier, path: podVolumePath(cluster, spec.name, v.name) });
+  }
+  return out;
+}
+
+/** Unmounts a pod's volumes and deletes their data (every node's copy of a `local` one). */
+export async function removeVolumes(cluster: string, pod: string, volumes: readonly PodVolume[], nodes: readonly string[]): Promise<void> {
+  if (volumes.length === 0) return;
+  await unmountUnder(path.dirname(podVolumePath(cluster, pod, 'x')));
+  for (const v of volumes) {
+    for (const n of v.tier === 'shared' ? [nodes[0] ?? ''] : nodes) await rm(volumeBacking(cluster, n, pod, v), { recursive: true, force: true });
+  }
+  await rm(path.dirname(podVolumePath(cluster, pod, 'x')), { recursive: true, force: true });
 }
 
 /** Creates the pod's namespace and veth, addressed and routed, but starts nothing in it. */
@@ -84,7 +118,7 @@ export async function removePodNetwork(netns: string): Promise<void> {
   }
 }
 
-async function startInit(netns: string, spec: RunPodSpec, logFile: string): Promise<{ init: ProcessRef; holder: ProcessRef }> {
+async function startInit(netns: string, spec: RunPodSpec, logFile: string, volumes: readonly PodVolume[]): Promise<{ init: ProcessRef; holder: ProcessRef }> {
   await mkdir(path.dirname(logFile), { recursive: true, mode: 0o700 });
   const log = await open(logFile, 'a', 0o600);
   try {
@@ -94,8 +128,11 @@ async function startInit(netns: string, spec: RunPodSpec, logFile: string): Prom
     const child = spawn(
       'nsenter',
       [`--net=/run/netns/${netns}`, '--', 'unshare', '--pid', '--ipc', '--uts', '--fork', '--',
-        '/bin/sh', '-c', 'hostname "$0" && exec setsid "$@"', spec.name, ...spec.command],
-      { detached: true, stdio: ['ignore', log.fd, log.fd] },
+        '/bin/sh', '-c', 'hostname "$0" && exec setsid "$@"', spec.name,
+        // setpriv execs the command as the user: no process of its own is left in the pod.
+        ...(spec.user !== undefined ? ['setpriv', `--reuid=${spec.user}`, `--regid=${spec.user}`, '--init-groups', '--'] : []),
+        ...spec.command],
+      { detached: true, stdio: ['ignore', log.fd, log.fd], env: { ...process.env, ...Object.fromEntries(volumes.map((v) => [volumeEnvName(v.name), v.path])) } },
     );
     child.on('error', () => {});
     child.unref();
@@ -155,14 +192,19 @@ export async function runPod(cluster: string, node: OverlayMember, spec: RunPodS
   const logFile = podLogFile(cluster, spec.name);
   let netns: string | undefined;
   let started: { init: ProcessRef; holder: ProcessRef } | undefined;
+  let volumes: PodVolume[] = [];
   try {
+    const owner = spec.user !== undefined ? await userIds(spec.user) : undefined;
     const net = await preparePodNetwork(cluster, node, spec.name, ipAddr);
     netns = net.netns;
-    started = await startInit(net.netns, spec, logFile);
+    volumes = await setUpVolumes(cluster, node.name, spec, owner);
+    started = await startInit(net.netns, spec, logFile, volumes);
     const rec: PodRecord = {
       name: spec.name, node: node.name, ip: ipAddr, mac: net.mac, netns: net.netns, hostIface: net.hostIface,
       command: spec.command, init: started.init, holder: started.holder, logFile, startedAtMs: Date.now(),
       ...(spec.port !== undefined ? { port: spec.port } : {}),
+      ...(spec.user !== undefined ? { user: spec.user } : {}),
+      ...(volumes.length ? { volumes } : {}),
     };
     if (spec.port !== undefined) await waitListening(rec, spec.port);
     await writePodRecord(cluster, rec);
@@ -170,6 +212,7 @@ export async function runPod(cluster: string, node: OverlayMember, spec: RunPodS
   } catch (e) {
     if (started) await killPodProcesses(started.init, started.holder);
     if (netns) await removePodNetwork(netns);
+    await removeVolumes(cluster, spec.name, (spec.volumes ?? []).map((v) => ({ name: v.name, tier: v.tier as VolumeTier, path: '' })), [node.name]);
     throw e;
   }
 }
@@ -188,6 +231,7 @@ export async function deletePod(cluster: string, node: string, pod: string): Pro
   if (!rec) throw new NotFoundError(`pod ${pod} not found on ${node}`);
   await killPodProcesses(rec.init, rec.holder);
   await removePodNetwork(rec.netns);
+  await removeVolumes(cluster, pod, rec.volumes ?? [], [node]);
   await removePodRecord(cluster, node, pod);
   await rm(rec.logFile, { force: true });
   return rec;

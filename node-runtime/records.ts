@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { ClusterPlan } from './plan.js';
 import type { ProcessRef } from './procs.js';
 import { CLUSTER_NAME_PATTERN, STATE_ROOT, clusterDir, clusterFile, podRecordFile, podsDir } from './constants.js';
+import { unmountUnder, type PodVolume } from './volumes.js';
 
 /** What `cluster up` recorded: the plan, the processes it started and where the bus is. */
 export interface ClusterRecord {
@@ -36,6 +37,9 @@ export interface PodRecord {
   incoming?: string;
   /** The migration whose rollback moved this copy back here (a repeated move-back request finds it done). */
   reclaimedBy?: string;
+  /** The user the pod's command runs as (default root). */
+  user?: string;
+  volumes?: PodVolume[];
 }
 
 /** Writes JSON atomically (temp file + rename): a crash never leaves half a record. */
@@ -73,6 +77,8 @@ export async function listClusters(): Promise<string[]> {
 }
 
 export async function removeClusterDir(cluster: string): Promise<void> {
+  // Pod volumes are bind mounts inside it: a mount point cannot be removed.
+  await unmountUnder(clusterDir(cluster));
   await rm(clusterDir(cluster), { recursive: true, force: true });
 }
 

@@ -26,7 +26,8 @@ fi
 
 # Debian packages: runtime tools first, then CRIU's build dependencies.
 runtime_pkgs=(iproute2 nftables iptables conntrack tcpdump util-linux procps curl xz-utils ca-certificates
-  nats-server clang llvm libbpf-dev bpftool gcc make libc6-dev python3)
+  nats-server clang llvm libbpf-dev bpftool gcc make libc6-dev python3
+  postgresql-15 postgresql-client-15 redis-server redis-tools)
 criu_build_pkgs=(build-essential pkg-config libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev libgnutls28-dev libaio-dev
   uuid-dev libdrm-dev)
@@ -45,10 +46,13 @@ else
   say "Debian packages: all ${#want[@]} present"
 fi
 
-# Debian's nats-server package enables a system service; PodMotion starts its own server, so keep that one off.
-if systemctl is-enabled nats-server >/dev/null 2>&1; then
-  systemctl disable --now nats-server >/dev/null 2>&1 || true
-fi
+# Debian's nats-server, postgresql and redis-server packages enable system services; PodMotion starts its own
+# (the proof workloads run as pods), so keep those off.
+for svc in nats-server postgresql redis-server; do
+  if systemctl is-enabled "$svc" >/dev/null 2>&1; then
+    systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  fi
+done
 
 bash "$root/criu-shim/build/build-criu.sh" "$cache"
 

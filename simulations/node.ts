@@ -254,6 +254,11 @@ export class SimNode {
         const r = c.reclaimFreeze.decode(data);
         return enc(c.freezeReply, await this.op(verb, r.id, r.pod, () => this.freeze(r.id, r.pod, r.target, 'reclaim')));
       }
+      case 'vol.sync': {
+        // Simulated pods have no volumes (storage is not modelled): nothing to copy.
+        const r = c.volSync.decode(data);
+        return enc(c.volSyncReply, await this.op(verb, r.id, r.pod, () => Promise.resolve({ volumes: 0, files: 0, bytes: 0, deleted: 0, ms: 0 })));
+      }
       case 'mig.where': {
         const r = c.step.decode(data);
         const copy = this.copies.get(r.pod);

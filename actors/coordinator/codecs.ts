@@ -51,4 +51,6 @@ export const migCodecs = {
   reclaimFreeze: createCodec(mig.ReclaimFreezeRequest, 'reclaim freeze request'),
   reclaimRestore: createCodec(mig.ReclaimRestoreRequest, 'reclaim restore request'),
   postcopy: createCodec(mig.PostCopyReply, 'post-copy reply'),
+  volSync: createCodec(mig.VolumeSyncRequest, 'volume sync request'),
+  volSyncReply: createCodec(mig.VolumeSyncReply, 'volume sync reply'),
 } as const;

@@ -8,7 +8,7 @@ import { request } from '../../bus/rpc.js';
 import { Subjects } from '../../bus/subjects.js';
 import { InvalidRequestError, NodeOperationError, PodMotionError, PreconditionError } from '../../bus/errors.js';
 import { sleep } from '../../common/clock.js';
-import type { FreezeReply, InventoryReply, PrepareReply, RoundReply, SocketSeq } from '../../bus/node-migration.js';
+import type { FreezeReply, InventoryReply, PrepareReply, RoundReply, SocketSeq, VolumeSyncReply } from '../../bus/node-migration.js';
 import type { NodeRegistration } from '../../bus/messages.js';
 import type { ProgressEvent } from '../../bus/api.js';
 import { phaseTimeoutMs, type MigrationStatus, type WorkPhase } from '../../machines/index.js';
@@ -32,6 +32,8 @@ export interface EffectDeps {
   sockets: Map<string, { before: SocketSeq[]; after: SocketSeq[] }>;
   /** A node missed a route change (see routes.ts). */
   routesOwed?: (node: string, podIp: string) => void;
+  /** Volumes' bulk rounds, started when the destination is ready and awaited before the freeze. */
+  volumeSyncs?: Map<string, Promise<VolumeSyncReply>>;
 }
 
 export type Json = Record<string, unknown>;
@@ -186,7 +188,7 @@ export function createEffects(deps: EffectDeps) {
       const inv = await ask(s.spec.sourceNode, 'mig.inventory', c.step, c.inventory, step(s), s, 'SocketInventory');
       // A status stays small whatever the pod: counts plus a sample of the connections.
       return { ip: inv.ip, mac: inv.mac, initPid: inv.initPid, ...(inv.port !== undefined ? { port: inv.port } : {}),
-        connections: inv.sockets.length, sample: inv.sockets.slice(0, STATUS_SAMPLE) };
+        connections: inv.sockets.length, sample: inv.sockets.slice(0, STATUS_SAMPLE), ...(inv.volumes?.length ? { volumes: inv.volumes } : {}) };
     }),
 
     validate: effect(async (s) => {
@@ -202,10 +204,11 @@ export function createEffects(deps: EffectDeps) {
       if ((s.spec.strategy === 'PostCopy' || s.spec.allowPostCopy) && !dst.capabilities.features['uffd-noncoop']) {
         throw new PreconditionError(`node ${dst.node} cannot take a PostCopy migration: its kernel lacks non-cooperative userfaultfd`);
       }
-      // Pods of the local cluster declare no volumes yet: the storage-tier actor plans nothing for them.
+      // Each volume needs a storage tier that can move it; one that none accepts is refused here, with why.
+      const inv = result<InventoryReply>(s, 'SocketInventory');
       let volumes;
       try {
-        volumes = planVolumes(s.spec.pod, []);
+        volumes = planVolumes(s.spec.pod, inv.volumes ?? []);
       } catch (e) {
         throw new InvalidRequestError((e as Error).message);
       }
@@ -215,9 +218,17 @@ export function createEffects(deps: EffectDeps) {
     prewarmDestination: effect(async (s) => {
       const inv = result<InventoryReply>(s, 'SocketInventory');
       const reply = await ask(s.spec.destinationNode, 'mig.prepare', c.prepare, c.prepareReply,
-        { id: s.spec.id, pod: s.spec.pod, ip: inv.ip, mac: inv.mac, sourceNode: s.spec.sourceNode, lazy: s.spec.strategy === 'PostCopy' || s.spec.allowPostCopy === true }, s, 'DestinationPrewarm');
+        { id: s.spec.id, pod: s.spec.pod, ip: inv.ip, mac: inv.mac, sourceNode: s.spec.sourceNode, lazy: s.spec.strategy === 'PostCopy' || s.spec.allowPostCopy === true,
+          ...(inv.volumes?.length ? { volumes: inv.volumes } : {}) }, s, 'DestinationPrewarm');
       deps.secrets.set(s.spec.id, reply);
-      return { receiver: `${reply.host}:${reply.port}` };
+      // The storage-tier actor copies `local` volumes while memory is pre-copied: the bulk round starts now
+      // and the freeze waits for it (then carries only what changed since).
+      if (reply.volumes?.length) {
+        const bulk = ask(s.spec.sourceNode, 'vol.sync', c.volSync, c.volSyncReply, { id: s.spec.id, pod: s.spec.pod, target: reply }, s, 'DestinationPrewarm');
+        bulk.catch(() => {});
+        deps.volumeSyncs?.set(s.spec.id, bulk);
+      }
+      return { receiver: `${reply.host}:${reply.port}`, ...(reply.volumes?.length ? { volumes: reply.volumes.length } : {}) };
     }),
 
     preCopyMemory: effect(async (s, signal) => {
@@ -262,12 +273,17 @@ export function createEffects(deps: EffectDeps) {
     freezeAndCapture: effect(async (s) => {
       const target = deps.secrets.get(s.spec.id);
       if (!target) throw new PreconditionError('the destination image receiver is unknown (coordinator restarted?)');
+      // Volumes: the bulk round must be over before the last one (with the pod frozen) can start.
+      const bulk = target.volumes?.length
+        ? await (deps.volumeSyncs?.get(s.spec.id) ?? ask(s.spec.sourceNode, 'vol.sync', c.volSync, c.volSyncReply, { id: s.spec.id, pod: s.spec.pod, target }, s, 'FinalFreeze'))
+        : undefined;
+      deps.volumeSyncs?.delete(s.spec.id);
       const r = await ask(s.spec.sourceNode, 'mig.freeze', c.freeze, c.freezeReply,
         { ...step(s), networkContinuity: s.spec.networkContinuity, target, lazy: postCopied(s),
           ...(s.spec.bandwidthMbps !== undefined ? { bandwidthMbps: s.spec.bandwidthMbps } : {}) }, s, 'FinalFreeze');
       deps.sockets.set(s.spec.id, { before: r.sockets, after: [] });
       const { sockets, ...rest } = r;
-      return { ...rest, connections: sockets.length };
+      return { ...rest, connections: sockets.length, ...(bulk ? { volumeBulkFiles: bulk.files, volumeBulkBytes: bulk.bytes, volumeBulkMs: bulk.ms } : {}) };
     }),
 
     handoffOverlay: effect(async (s) => {

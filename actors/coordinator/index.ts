@@ -14,6 +14,7 @@ import { request } from '../../bus/rpc.js';
 import { createService, type Service } from '../../bus/service.js';
 import { Subjects } from '../../bus/subjects.js';
 import { RegistrationWatch } from '../../bus/registry.js';
+import { planVolumes } from '../storage/index.js';
 import type { EstimateApiReply, EstimateApiRequest, MigrateRequest, MigrationSummary } from '../../bus/api.js';
 import type { PodInfo } from '../../bus/messages.js';
 import { codecs as agentCodecs } from '../../node-runtime/agent.js';
@@ -87,7 +88,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     progress: async (ev) => {
       await js.publish(Subjects.migrationProgress(ev.id), c.progress.encode(ev)).catch((e: Error) => log.warn({ err: e.message }, 'progress event not published'));
     },
-    secrets: new Map(), sockets: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: readRegistrations,
+    secrets: new Map(), sockets: new Map(), volumeSyncs: new Map(), routeExtraMembers: cfg.routeExtraMembers, registrations: readRegistrations,
     routesOwed: (node, podIp) => routes.owe(node, podIp),
   });
   const routes = new RouteReconciler({
@@ -188,7 +189,16 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     } catch (e) {
       reply.reasons.push((e as Error).message);
     }
-    const pod = spec ? undefined : await findPod(req.pod).catch(() => undefined);
+    const pod = await findPod(req.pod).catch(() => undefined);
+    if (pod?.volumes?.length) {
+      try {
+        reply.storageTier = planVolumes(req.pod, pod.volumes).map((v) => `${v.tier} (${v.volume})`).join(', ');
+      } catch (e) {
+        reply.storageTier = 'none';
+        reply.migratable = false;
+        reply.reasons.push((e as Error).message);
+      }
+    }
     const source = spec?.sourceNode ?? pod?.node;
     if (source) {
       reply.sourceNode = source;

@@ -7,13 +7,16 @@ import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { criuDump, criuRestore } from '../../criu-shim/rpc/index.js';
 import { sendDirectory } from '../../criu-shim/transfer/index.js';
-import type { FreezeReply, PrepareReply, SocketSeq } from '../../bus/node-migration.js';
+import type { FreezeReply, PrepareReply, SocketSeq, VolumeSyncReply } from '../../bus/node-migration.js';
 import { NodeOperationError } from '../../bus/errors.js';
 import { criuBinary, NATIVE_DIR } from '../../node-runtime/constants.js';
 import { readSeqs } from '../../node-runtime/sockets.js';
 import { encodeImages, finalPages } from '../../node-runtime/pages.js';
 import type { WriteTracker } from '../../node-runtime/wptrack.js';
 
+
+/** Work that runs with the tasks dumped and stopped, alongside the images (the volumes' last round). */
+export type AfterDump = () => Promise<VolumeSyncReply>;
 /** Written by a tracked freeze into the images: the pages written since the last pre-copy round. */
 export const FINAL_PAGES_FILE = 'pages.pmfinal';
 import { endedPageSocket, servePages, type PageSource } from '../../criu-shim/transfer/lazy.js';
@@ -44,6 +47,8 @@ export async function checkpoint(ctx: NodeContext, o: {
   onFrozen?: () => Promise<void>;
   /** Runs after the dump, before the images go: may add files to `dir`. */
   beforeSend?: () => Promise<void>;
+  /** Started once the tasks are dumped (stopped), alongside the images: the volumes' last round. */
+  afterDump?: AfterDump;
 }): Promise<FreezeReply> {
   await rm(o.dir, { recursive: true, force: true });
   await mkdir(o.dir, { recursive: true, mode: 0o700 });
@@ -75,6 +80,11 @@ export async function checkpoint(ctx: NodeContext, o: {
     },
   });
   mark('dumped');
+  const side = o.afterDump?.().then((v) => {
+    mark('volumes');
+    return v;
+  });
+  side?.catch(() => {});
   // The stopped tasks keep their sockets in repair mode: their sequence state is read while the images go,
   // not while CRIU waits.
   const seqs = readSeqs(o.pid).then((s) => {
@@ -95,10 +105,12 @@ export async function checkpoint(ctx: NodeContext, o: {
   const transferMs = ctx.clock.nowMs() - t0;
   mark('sent');
   await seqs;
+  const vol = await side;
   ctx.log.info({ marks }, 'freeze timeline (ms since the tasks froze)');
   return {
     frozenAtMs, dumpMs, transferMs, bytes, files: sent.files, sockets, wireBytes: sent.bytes,
     ...(encoded ? { referencedPages: encoded.referenced, encodeMs: encoded.ms } : {}),
+    ...(vol && vol.volumes > 0 ? { volumeFiles: vol.files, volumeBytes: vol.bytes, volumeMs: vol.ms } : {}),
   };
 }
 
@@ -114,7 +126,7 @@ export interface LazySession {
  */
 export async function checkpointLazy(ctx: NodeContext, o: {
   pid: number; netns: string; pin: string; dir: string; target: PrepareReply; socketPath: string;
-  zeroWindowQuiesceMs?: number; bandwidthMbps?: number;
+  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; afterDump?: AfterDump;
 }): Promise<{ reply: FreezeReply; session: LazySession }> {
   const pagesPort = o.target.pagesPort;
   if (pagesPort === undefined) throw new NodeOperationError('the destination opened no page channel for post-copy');
@@ -149,7 +161,7 @@ export async function checkpointLazy(ctx: NodeContext, o: {
 export async function checkpointTracked(ctx: NodeContext, o: {
   pid: number; netns: string; pin: string; dir: string; target: PrepareReply; socketPath: string;
   tracker: WriteTracker; round: number; read: string; cleanFile: string;
-  zeroWindowQuiesceMs?: number; bandwidthMbps?: number;
+  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; afterDump?: AfterDump;
 }): Promise<FreezeReply> {
   const pageSocket = await endedPageSocket(o.socketPath);
   let written = 0;

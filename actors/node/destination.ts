@@ -23,6 +23,7 @@ import { detachQuietly, holdBaselines } from './source.js';
 import { decodeIfPrecopied, removePrecopy, startStoreDaemon } from './precopy.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
+import { attachHere, discardReceived, prepareVolumes } from './volumes.js';
 
 /** Upper bound on one pod's checkpoint: larger is a mistake, not a pod this node should accept. */
 const MAX_IMAGE_BYTES = 64 * 1024 ** 3;
@@ -62,7 +63,8 @@ export async function preparePod(ctx: NodeContext, m: NodeMigration, req: Prepar
     return m.pageSink?.startDaemon({ criuPath: criuBinary(), connectExecPath: path.join(NATIVE_DIR, 'pm-connect-exec'), dir });
   });
   m.lazyDaemonStart.catch(() => {});
-  m.prepared = { host: m.receiver.host, port: m.receiver.port, key, ...(m.pageSink ? { pagesPort: m.pageSink.port } : {}) };
+  const volumes = req.volumes?.length ? await prepareVolumes(ctx, m, req, key) : [];
+  m.prepared = { host: m.receiver.host, port: m.receiver.port, key, ...(m.pageSink ? { pagesPort: m.pageSink.port } : {}), ...(volumes.length ? { volumes } : {}) };
   return m.prepared;
 }
 
@@ -85,6 +87,9 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
       ctx.log.error({ migration: req.id, pod: req.pod, err: e.message, killed }, 'lazy restore failed after the pod resumed: the restored copy was killed');
     });
   }
+  const source = (await listPodRecords(ctx.cluster)).find((p) => p.name === req.pod && p.incoming === undefined);
+  // The pod's volume paths show this node's copies from here on (the frozen source keeps its own open).
+  await attachHere(ctx, m, req.pod, source?.volumes);
   m.restoreStarted = true;
   let r;
   try {
@@ -95,11 +100,11 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   }
   const init = await refOf(r.pid);
   if (!init) throw new NodeOperationError(`restored pod ${req.pod} (pid ${r.pid}) exited at once`);
-  const source = (await listPodRecords(ctx.cluster)).find((p) => p.name === req.pod && p.incoming === undefined);
   await writePodRecord(ctx.cluster, {
     name: req.pod, node: ctx.node.name, ip: m.address?.ip ?? '', mac: m.address?.mac ?? '', netns, hostIface: podHostIface(req.pod),
     command: source?.command ?? [], init, logFile: source?.logFile ?? podLogFile(ctx.cluster, req.pod),
     startedAtMs: source?.startedAtMs ?? r.resumedAtMs, incoming: req.id, ...(source?.port !== undefined ? { port: source.port } : {}),
+    ...(source?.user !== undefined ? { user: source.user } : {}), ...(source?.volumes?.length ? { volumes: source.volumes } : {}),
   });
   // The peers sit in zero-window persist mode since the freeze: tell them at once that the window is open,
   // from the pod's own namespace, with the state the source's hold recorded (DisengageHold confirms it).
@@ -188,6 +193,7 @@ export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req
   m.receiver?.close();
   m.pageSink?.close();
   m.pageStore?.kill();
+  for (const rx of m.volumeReceivers.values()) rx.close();
   await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
   await rm(imagesDir(ctx.cluster, req.id, 'lazy'), { recursive: true, force: true });
   await removePrecopy(ctx, req.id);
@@ -208,6 +214,7 @@ export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | u
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   if (rec && rec.incoming === undefined) throw new NodeOperationError(`pod ${req.pod} is already served from ${ctx.node.name}; refusing to remove it`);
+  await discardReceived(ctx, m, req);
   const killed = await killPodIn(netns);
   // The hold goes while its device still exists; removing the namespace takes the veth down under it.
   await detachQuietly(ctx, podHostIface(req.pod), holdPinDir(ctx.cluster, ctx.node.name, req.pod));

@@ -7,6 +7,7 @@ import type { NodeContext } from './context.js';
 import { armHold, cutoverSource, estimatePod, freezePod, inventoryPod, rollbackSource } from './source.js';
 import { cutoverDestination, disengage, hasRestoredCopy, holdStats, postcopyFinish, preparePod, probe, restorePod, rollbackDestination } from './destination.js';
 import { route } from './relay.js';
+import { syncVolumes } from './volumes.js';
 import { readPodRecord } from '../../node-runtime/records.js';
 import { isRunning } from '../../node-runtime/procs.js';
 import { precopyCommit, precopyPrepare, precopySend } from './precopy.js';
@@ -95,6 +96,7 @@ export function registerMigrationActors(ctx: NodeContext): Subscription[] {
     }), { onError }),
     // Not queued behind the migration's other steps: it may wait long, and a rollback must not wait for it.
     serve(nc, at('mig.postcopy.finish'), c.step, c.postcopy, (r) => postcopyFinish(ctx, migrationState(r.id, r.pod), r), { onError }),
+    serve(nc, at('vol.sync'), c.volSync, c.volSyncReply, (r) => forward('vol.sync', r.id, r.pod, () => syncVolumes(ctx, r)), { onError }),
     serve(nc, at('relay.route'), c.route, c.done, (r) => route(ctx, r), { onError }),
   ];
 }

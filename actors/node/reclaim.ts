@@ -5,7 +5,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { newTransferKey, startReceiver } from '../../criu-shim/transfer/index.js';
-import { NodeOperationError, NotFoundError } from '../../bus/errors.js';
+import { NodeOperationError, NotFoundError, PreconditionError } from '../../bus/errors.js';
 import type { FreezeReply, PrepareReply, ReclaimFreezeRequest, ReclaimRestoreRequest, MigStep, RestoreReply } from '../../bus/node-migration.js';
 import { holdPinDir, imagesDir, podNetns } from '../../node-runtime/constants.js';
 import { killPodProcesses } from '../../node-runtime/pods.js';
@@ -23,6 +23,12 @@ const QUIESCE_TIMEOUT_MS = 100;
 /** On the source: a receiver for the destination's images. */
 export async function reclaimPrepare(ctx: NodeContext, m: NodeMigration, req: MigStep): Promise<PrepareReply> {
   if (m.reclaim) return m.reclaim;
+  // The destination's copies of `local` volumes took the writes it served: this move back does not copy
+  // them back yet, and the source's copies are stale, so the pod stays where it served.
+  const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
+  if (rec?.volumes?.some((v) => v.tier === 'local')) {
+    throw new PreconditionError(`pod ${req.pod} has local volumes and served from the destination: moving it back would lose what it wrote there`);
+  }
   const dir = imagesDir(ctx.cluster, req.id, 'reclaim');
   await rm(dir, { recursive: true, force: true });
   const key = newTransferKey();

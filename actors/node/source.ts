@@ -18,6 +18,7 @@ import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runti
 import type { NodeContext } from './context.js';
 import { sleep } from '../../common/clock.js';
 import type { HoldCounters } from './hold.js';
+import { finalVolumeRound, reattachSource, removeSourceCopies } from './volumes.js';
 
 /** How long cutover waits for a finished post-copy session to close before closing it itself. */
 const LAZY_END_WAIT_MS = 10_000;
@@ -45,6 +46,7 @@ export async function inventoryPod(ctx: NodeContext, req: MigStep): Promise<Inve
   return {
     ip: rec.ip, mac: rec.mac, initPid: rec.init.pid, sockets: await inventory(rec.netns),
     ...(rec.port !== undefined ? { port: rec.port } : {}),
+    ...(rec.volumes?.length ? { volumes: rec.volumes.map((v) => ({ name: v.name, tier: v.tier })) } : {}),
   };
 }
 
@@ -81,6 +83,8 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   if (!req.networkContinuity && !(await ctx.hold.counters(pin))) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
   const quiesceMs = armed.get(req.id);
   armed.delete(req.id);
+  // The volumes' last round runs with the tasks stopped, alongside the images.
+  const afterDump = rec.volumes?.some((v) => v.tier === 'local') ? { afterDump: () => finalVolumeRound(ctx, rec, req.target) } : {};
   const tracked = req.lazy ? undefined : trackedFreeze(ctx, req.id);
   if (tracked) {
     const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
@@ -89,7 +93,7 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
     try {
       reply = await checkpointTracked(ctx, {
         pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
-        socketPath: path.join(lazyDir, 'source.sock'), ...tracked, cleanFile: path.join(precopySourceDir(ctx, req.id), 'clean.bin'),
+        socketPath: path.join(lazyDir, 'source.sock'), ...tracked, cleanFile: path.join(precopySourceDir(ctx, req.id), 'clean.bin'), ...afterDump,
         ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
         ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
       });
@@ -108,7 +112,7 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
     await mkdir(lazyDir, { recursive: true, mode: 0o700 });
     const { reply, session } = await checkpointLazy(ctx, {
       pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
-      socketPath: path.join(lazyDir, 'source.sock'),
+      socketPath: path.join(lazyDir, 'source.sock'), ...afterDump,
       ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
       ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
     });
@@ -118,7 +122,7 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   const state = path.join(precopySourceDir(ctx, req.id), STATE_FILE);
   const precopied = await stat(state).then(() => true, () => false);
   return checkpoint(ctx, {
-    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
+    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target, ...afterDump,
     ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
     ...(precopied ? { precopyState: state } : {}),
     ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
@@ -181,6 +185,7 @@ export async function cutoverSource(ctx: NodeContext, req: MigStep): Promise<voi
     // The copy is dead (silently: its sockets were in repair mode); the hold goes before its device does.
     await detachQuietly(ctx, rec.hostIface, holdPinDir(ctx.cluster, ctx.node.name, rec.name));
     await removePodNetwork(rec.netns);
+    await removeSourceCopies(ctx, rec);
     await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
   }
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
@@ -200,6 +205,8 @@ export async function rollbackSource(ctx: NodeContext, req: MigStep): Promise<st
   await removePrecopy(ctx, req.id);
   holdBaselines.delete(req.id);
   if (!rec) return 'no source copy on this node';
+  // The restore may have mounted the destination's copies where the pod sees its volumes.
+  await reattachSource(ctx, rec);
   return resumeInPlace(ctx, rec);
 }
 

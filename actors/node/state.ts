@@ -3,6 +3,7 @@
  * disk lives here (an open image receiver, measured timestamps); cleanup works from names alone.
  */
 import type { Receiver } from '../../criu-shim/transfer/index.js';
+import type { VolumeReceiver } from '../storage/sync.js';
 import type { LazyDaemon, PageSink, PageStore } from '../../criu-shim/transfer/lazy.js';
 import type { LazySession } from './checkpoint.js';
 import { PreconditionError } from '../../bus/errors.js';
@@ -39,6 +40,8 @@ export interface NodeMigration {
   storeRound?: number;
   /** Pre-copy rounds' receivers on the destination, by round number. */
   rounds: Map<number, Receiver>;
+  /** The destination's receivers of the pod's `local` volumes, by volume name. */
+  volumeReceivers: Map<string, VolumeReceiver>;
   /** Serializes this migration's operations on this node: a rollback waits for a running dump. */
   tail: Promise<unknown>;
 }
@@ -51,7 +54,7 @@ export function migrationState(id: string, pod: string): NodeMigration {
   let m = table.get(id);
   if (!m) {
     if (table.size >= MAX_TRACKED) throw new Error(`more than ${MAX_TRACKED} migrations in flight on this node`);
-    m = { id, pod, rounds: new Map(), tail: Promise.resolve() };
+    m = { id, pod, rounds: new Map(), volumeReceivers: new Map(), tail: Promise.resolve() };
     table.set(id, m);
   }
   return m;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import type tls from 'node:tls';
 import { NodeOperationError } from '../../bus/errors.js';
 import { listenEphemeral, pskConnect, pskServer } from './psk.js';
+import { Inbox } from './inbox.js';
 
 const PSK_IDENTITY = 'podmotion-images';
 /** Upper bounds on what a receiver accepts: a checkpoint is many files, but not unboundedly many. */
@@ -51,76 +52,9 @@ function safeName(name: string): string {
   return name;
 }
 
-/** The receiver reads ahead at most this much before it stops the socket (backpressure). */
-const INBOX_LIMIT_BYTES = 16 << 20;
-
-/**
- * What has arrived from the socket, kept as a list of pieces: bytes are copied once, when taken, never
- * re-concatenated as more arrive. The socket flows (each TLS record is taken as it is decrypted, not one
- * 'readable' turn per 16 KiB) and is paused while more than INBOX_LIMIT_BYTES wait to be taken.
- */
-class Inbox {
-  private parts: Buffer[] = [];
-  length = 0;
-  private failure: Error | undefined;
-  private wake: (() => void) | undefined;
-  constructor(private readonly sock: tls.TLSSocket) {
-    const rouse = () => {
-      const w = this.wake;
-      this.wake = undefined;
-      w?.();
-    };
-    sock.on('data', (b: Buffer) => {
-      this.parts.push(b);
-      this.length += b.length;
-      if (this.length > INBOX_LIMIT_BYTES) sock.pause();
-      rouse();
-    });
-    sock.once('end', () => { this.failure ??= new NodeOperationError('image stream ended early'); rouse(); });
-    sock.once('error', (e: Error) => { this.failure ??= e; rouse(); });
-    sock.once('close', () => { this.failure ??= new NodeOperationError('image stream closed early'); rouse(); });
-    sock.resume();
-  }
-
-  /** Waits until more bytes have arrived (or the stream ended: an error). */
-  async more(): Promise<void> {
-    if (this.failure) throw this.failure;
-    if (this.sock.isPaused()) this.sock.resume();
-    await new Promise<void>((resolve) => (this.wake = resolve));
-    if (this.failure && this.length === 0) throw this.failure;
-  }
-
-  /** Removes and returns the first n bytes (n <= length). */
-  take(n: number): Buffer {
-    const out: Buffer[] = [];
-    let need = n;
-    while (need > 0) {
-      const head = this.parts[0]!;
-      if (head.length <= need) {
-        out.push(head);
-        this.parts.shift();
-        need -= head.length;
-      } else {
-        out.push(head.subarray(0, need));
-        this.parts[0] = head.subarray(need);
-        need = 0;
-      }
-    }
-    this.length -= n;
-    if (this.length <= INBOX_LIMIT_BYTES && this.sock.isPaused()) this.sock.resume();
-    return out.length === 1 ? out[0]! : Buffer.concat(out, n);
-  }
-
-  /** Exactly n bytes (n is small: a frame header). */
-  async exact(n: number): Promise<Buffer> {
-    while (this.length < n) await this.more();
-    return this.take(n);
-  }
-}
-
 async function receiveStream(sock: tls.TLSSocket, dir: string, maxBytes: number): Promise<TransferStats> {
   const t0 = performance.now();
-  const inbox = new Inbox(sock);
+  const inbox = new Inbox(sock, 'image stream');
   let files = 0;
   let bytes = 0;
   const pending: Array<Promise<void>> = [];

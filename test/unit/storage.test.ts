@@ -7,14 +7,19 @@ test('a pod without volumes has an empty plan', (t) => {
 });
 
 test('a volume is refused when no tier of this build accepts it', (t) => {
-  const err = t.throws(() => planVolumes('db', [{ name: 'data', hostPath: '/srv/db' }]));
-  t.is(err?.message, 'pod db: volume data (/srv/db) cannot move: no storage tier for it (tiers: none in this build)');
+  const err = t.throws(() => planVolumes('db', [{ name: 'data', hostPath: '/dev/sdb', tier: 'block' }]));
+  t.is(err?.message, 'pod db: volume data (/dev/sdb) cannot move: no storage tier for it (tiers: shared, local)');
+});
+
+test('this build moves local and shared volumes', (t) => {
+  t.deepEqual(planVolumes('db', [{ name: 'data', tier: 'local' }, { name: 'logs', tier: 'shared' }, { name: 'tmp' }]),
+    [{ volume: 'data', tier: 'local' }, { volume: 'logs', tier: 'shared' }, { volume: 'tmp', tier: 'local' }]);
 });
 
 test('the first tier that accepts a volume is chosen, and refusals carry each tier\'s reason', (t) => {
   const tiers: StorageTier[] = [
-    { name: 'shared', refuse: (v) => (v.hostPath.startsWith('/shared/') ? undefined : 'not on a shared mount') },
-    { name: 'local', refuse: (v) => (v.hostPath.startsWith('/dev/') ? 'block devices are not copied' : undefined) },
+    { name: 'shared', refuse: (v) => (v.hostPath?.startsWith('/shared/') ? undefined : 'not on a shared mount') },
+    { name: 'local', refuse: (v) => (v.hostPath?.startsWith('/dev/') ? 'block devices are not copied' : undefined) },
   ];
   t.deepEqual(planVolumes('p', [{ name: 'a', hostPath: '/shared/a' }, { name: 'b', hostPath: '/var/b' }], tiers),
     [{ volume: 'a', tier: 'shared' }, { volume: 'b', tier: 'local' }]);
