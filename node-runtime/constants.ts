@@ -126,17 +126,18 @@ export const CRIU_KDAT_DIR = '/dev/shm/podmotion-criu';
 
 /**
  * Pod volumes in the local cluster. A pod sees each volume at one path, the same on every node (as a
- * hostPath is); what is mounted there is the node's own copy (`local` tier: a node-local directory, copied
- * when the pod moves) or the cluster's shared directory (`shared` tier: visible to every node).
+ * hostPath is). What is there is the copy of the node the pod runs on (`local` tier; the other nodes'
+ * copies wait beside it) or the one directory every node shares (`shared` tier). Outside the state
+ * directory, which stays root's alone: a pod running as another user must be able to pass through the
+ * folders above its volume (mode 0711).
  */
+export function clusterVolumesDir(cluster: string): string {
+  return path.join(`${STATE_ROOT}-volumes`, path.basename(clusterDir(cluster)));
+}
 export function podVolumePath(cluster: string, pod: string, volume: string): string {
-  return path.join(clusterDir(cluster), 'volumes', pod, volume);
+  return path.join(clusterVolumesDir(cluster), pod, volume);
 }
-/** A node's own copy of a `local` volume: stands for a directory on that node's disk. */
+/** A node's copy of a `local` volume while it is not the one the pod sees: stands for that node's disk. */
 export function nodeVolumeDir(cluster: string, node: string, pod: string, volume: string): string {
-  return path.join(clusterDir(cluster), 'disks', node, pod, volume);
-}
-/** A `shared` volume: stands for storage every node mounts (NFS, say). */
-export function sharedVolumeDir(cluster: string, pod: string, volume: string): string {
-  return path.join(clusterDir(cluster), 'shared', pod, volume);
+  return path.join(clusterVolumesDir(cluster), '.disks', node, pod, volume);
 }

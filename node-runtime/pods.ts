@@ -15,11 +15,11 @@ import {
   POD_GATEWAY,
   POD_GATEWAY_MAC,
   POD_IFACE,
+  NATIVE_DIR,
   podLogFile,
   podNetns,
-  podVolumePath,
 } from './constants.js';
-import { attachVolume, createBacking, unmountUnder, userIds, volumeBacking, volumeEnvName, VOLUME_TIERS, type PodVolume, type VolumeTier } from './volumes.js';
+import { createVolume, removePodVolumes, userIds, volumeEnvName, VOLUME_TIERS, type PodVolume, type VolumeTier } from './volumes.js';
 import { allocateHost, podHostIface, podIp, podMac, type OverlayMember } from './plan.js';
 import { childrenOf, refOf, stopRef, waitGone, type ProcessRef } from './procs.js';
 import { listPodRecords, readPodRecord, removePodRecord, writePodRecord, type PodRecord } from './records.js';
@@ -57,26 +57,11 @@ export function validatePodSpec(spec: RunPodSpec): void {
   }
 }
 
-/** Creates and mounts a new pod's volumes; returns what its record keeps. */
+/** Creates a new pod's volumes; returns what its record keeps. */
 async function setUpVolumes(cluster: string, node: string, spec: RunPodSpec, owner?: { uid: number; gid: number }): Promise<PodVolume[]> {
   const out: PodVolume[] = [];
-  for (const v of spec.volumes ?? []) {
-    const backing = volumeBacking(cluster, node, spec.name, v);
-    await createBacking(backing, owner);
-    await attachVolume(cluster, spec.name, v.name, backing);
-    out.push({ name: v.name, tier: v.tier as VolumeTier, path: podVolumePath(cluster, spec.name, v.name) });
-  }
+  for (const v of spec.volumes ?? []) out.push(await createVolume(cluster, node, spec.name, v, owner));
   return out;
-}
-
-/** Unmounts a pod's volumes and deletes their data (every node's copy of a `local` one). */
-export async function removeVolumes(cluster: string, pod: string, volumes: readonly PodVolume[], nodes: readonly string[]): Promise<void> {
-  if (volumes.length === 0) return;
-  await unmountUnder(path.dirname(podVolumePath(cluster, pod, 'x')));
-  for (const v of volumes) {
-    for (const n of v.tier === 'shared' ? [nodes[0] ?? ''] : nodes) await rm(volumeBacking(cluster, n, pod, v), { recursive: true, force: true });
-  }
-  await rm(path.dirname(podVolumePath(cluster, pod, 'x')), { recursive: true, force: true });
 }
 
 /** Creates the pod's namespace and veth, addressed and routed, but starts nothing in it. */
@@ -129,8 +114,8 @@ async function startInit(netns: string, spec: RunPodSpec, logFile: string, volum
       'nsenter',
       [`--net=/run/netns/${netns}`, '--', 'unshare', '--pid', '--ipc', '--uts', '--fork', '--',
         '/bin/sh', '-c', 'hostname "$0" && exec setsid "$@"', spec.name,
-        // setpriv execs the command as the user: no process of its own is left in the pod.
-        ...(spec.user !== undefined ? ['setpriv', `--reuid=${spec.user}`, `--regid=${spec.user}`, '--init-groups', '--'] : []),
+        // As another user: a root init (pm-init) leads the pod, and setpriv execs the command under it.
+        ...(spec.user !== undefined ? [path.join(NATIVE_DIR, 'pm-init'), 'setpriv', `--reuid=${spec.user}`, `--regid=${spec.user}`, '--init-groups', '--'] : []),
         ...spec.command],
       { detached: true, stdio: ['ignore', log.fd, log.fd], env: { ...process.env, ...Object.fromEntries(volumes.map((v) => [volumeEnvName(v.name), v.path])) } },
     );
@@ -212,7 +197,7 @@ export async function runPod(cluster: string, node: OverlayMember, spec: RunPodS
   } catch (e) {
     if (started) await killPodProcesses(started.init, started.holder);
     if (netns) await removePodNetwork(netns);
-    await removeVolumes(cluster, spec.name, (spec.volumes ?? []).map((v) => ({ name: v.name, tier: v.tier as VolumeTier, path: '' })), [node.name]);
+    if (spec.volumes?.length) await removePodVolumes(cluster, spec.name);
     throw e;
   }
 }
@@ -231,7 +216,7 @@ export async function deletePod(cluster: string, node: string, pod: string): Pro
   if (!rec) throw new NotFoundError(`pod ${pod} not found on ${node}`);
   await killPodProcesses(rec.init, rec.holder);
   await removePodNetwork(rec.netns);
-  await removeVolumes(cluster, pod, rec.volumes ?? [], [node]);
+  if (rec.volumes?.length) await removePodVolumes(cluster, pod);
   await removePodRecord(cluster, node, pod);
   await rm(rec.logFile, { force: true });
   return rec;

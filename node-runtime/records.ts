@@ -3,8 +3,8 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promise
 import path from 'node:path';
 import type { ClusterPlan } from './plan.js';
 import type { ProcessRef } from './procs.js';
-import { CLUSTER_NAME_PATTERN, STATE_ROOT, clusterDir, clusterFile, podRecordFile, podsDir } from './constants.js';
-import { unmountUnder, type PodVolume } from './volumes.js';
+import { CLUSTER_NAME_PATTERN, STATE_ROOT, clusterDir, clusterFile, clusterVolumesDir, podRecordFile, podsDir } from './constants.js';
+import type { PodVolume } from './volumes.js';
 
 /** What `cluster up` recorded: the plan, the processes it started and where the bus is. */
 export interface ClusterRecord {
@@ -69,16 +69,16 @@ export function writeClusterRecord(rec: ClusterRecord): Promise<void> {
 
 /** Names of every cluster with a record on disk. */
 export async function listClusters(): Promise<string[]> {
-  try {
-    return (await readdir(path.join(STATE_ROOT, 'clusters'))).filter((n) => CLUSTER_NAME_PATTERN.test(n)).sort();
-  } catch {
-    return [];
+  // A cluster whose state was lost may still have pod volumes (an interrupted run): it is listed too.
+  const names = new Set<string>();
+  for (const dir of [path.join(STATE_ROOT, 'clusters'), `${STATE_ROOT}-volumes`]) {
+    for (const n of await readdir(dir).catch(() => [] as string[])) if (CLUSTER_NAME_PATTERN.test(n)) names.add(n);
   }
+  return [...names].sort();
 }
 
 export async function removeClusterDir(cluster: string): Promise<void> {
-  // Pod volumes are bind mounts inside it: a mount point cannot be removed.
-  await unmountUnder(clusterDir(cluster));
+  await rm(clusterVolumesDir(cluster), { recursive: true, force: true });
   await rm(clusterDir(cluster), { recursive: true, force: true });
 }
 

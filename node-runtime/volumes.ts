@@ -1,12 +1,15 @@
 /**
- * Pod volumes in the local cluster: the path a pod sees is a bind mount of the node's copy (`local`) or of
- * the cluster's shared directory (`shared`). Every node of the local cluster shares one mount namespace, so
- * only the copy of the node where the pod runs is mounted there; a migration re-points the mount inside
- * the freeze (the frozen source keeps its files open on the old mount, which stays alive detached).
+ * Pod volumes in the local cluster. Every node of it shares one filesystem, so "the same path on each
+ * node, each node's own data" is kept by renames: the copy of the node the pod runs on sits at the path the
+ * pod sees, the others in each node's `.disks` folder, and a marker beside the path names whose copy is
+ * there. A restore puts the destination's copy in place inside the freeze (a rename: the frozen source
+ * keeps its files open, by inode, wherever its copy goes); a rollback puts the source's back. No mount is
+ * involved, so the files of a pod stay on the filesystem CRIU knows through every move.
  */
-import { readFile, mkdir, chown } from 'node:fs/promises';
-import { InvalidRequestError } from '../bus/errors.js';
-import { nodeVolumeDir, podVolumePath, sharedVolumeDir } from './constants.js';
+import { chmod, chown, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { InvalidRequestError, NodeOperationError } from '../bus/errors.js';
+import { nodeVolumeDir, podVolumePath } from './constants.js';
 import { run } from './exec.js';
 
 export type VolumeTier = 'local' | 'shared';
@@ -31,48 +34,83 @@ export function parseVolume(spec: string): { name: string; tier: string } {
   return { name, tier };
 }
 
-/** The directory behind a volume on a node. */
-export function volumeBacking(cluster: string, node: string, pod: string, v: { name: string; tier: string }): string {
-  return v.tier === 'shared' ? sharedVolumeDir(cluster, pod, v.name) : nodeVolumeDir(cluster, node, pod, v.name);
-}
-
 /** The environment variable that tells the pod where a volume is: PODMOTION_VOLUME_<NAME>. */
 export function volumeEnvName(volume: string): string {
   return `PODMOTION_VOLUME_${volume.toUpperCase()}`;
 }
 
-/** Creates a volume's directory on a node (owned by `owner` when given, mode 0700). */
-export async function createBacking(dir: string, owner?: { uid: number; gid: number }): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  if (owner) await chown(dir, owner.uid, owner.gid);
+const markerOf = (cluster: string, pod: string, volume: string) => path.join(path.dirname(podVolumePath(cluster, pod, volume)), `.${volume}.node`);
+
+/** The node whose copy of a `local` volume is at the pod's path (undefined: none is). */
+async function placedNode(cluster: string, pod: string, volume: string): Promise<string | undefined> {
+  const node = (await readFile(markerOf(cluster, pod, volume), 'utf8').catch(() => '')).trim();
+  return node && (await exists(podVolumePath(cluster, pod, volume))) ? node : undefined;
 }
 
-/** Makes the pod's volume path show `backing`, replacing whatever was mounted there. */
-export async function attachVolume(cluster: string, pod: string, volume: string, backing: string): Promise<void> {
-  const target = podVolumePath(cluster, pod, volume);
-  await mkdir(target, { recursive: true, mode: 0o700 });
-  // One command: detach what is there (lazily: a frozen pod may hold files open on it), bind the new copy.
-  await run('sh', ['-c', 'while mountpoint -q "$1"; do umount -l "$1" || exit 1; done; exec mount --bind "$2" "$1"', 'attach', target, backing]);
+const exists = (p: string) => stat(p).then(() => true, () => false);
+
+/** Where a node's copy of a volume is now: at the pod's path if it is the placed one. */
+export async function copyDir(cluster: string, node: string, pod: string, v: { name: string; tier: string }): Promise<string> {
+  if (v.tier === 'shared') return podVolumePath(cluster, pod, v.name);
+  return (await placedNode(cluster, pod, v.name)) === node ? podVolumePath(cluster, pod, v.name) : nodeVolumeDir(cluster, node, pod, v.name);
 }
 
-/** Removes every mount under `dir` (deepest first, lazily). */
-export async function unmountUnder(dir: string): Promise<number> {
-  let removed = 0;
-  for (let pass = 0; pass < 10; pass++) {
-    const points = (await mountPoints()).filter((m) => m === dir || m.startsWith(`${dir}/`)).sort((a, b) => b.length - a.length);
-    if (points.length === 0) break;
-    for (const m of points) {
-      await run('umount', ['-l', m]).catch(() => {});
-      removed++;
-    }
+/** Creates a new pod's volume on `node`, at the pod's path (owned by `owner` when given, mode 0700). */
+export async function createVolume(cluster: string, node: string, pod: string, v: { name: string; tier: string }, owner?: { uid: number; gid: number }): Promise<PodVolume> {
+  const target = podVolumePath(cluster, pod, v.name);
+  // The folders above it let anyone pass (0711) and list nothing: the pod may run as any user.
+  for (let d = path.dirname(target), i = 0; i < 3; d = path.dirname(d), i++) {
+    await mkdir(d, { recursive: true, mode: 0o711 });
+    await chmod(d, 0o711);
   }
-  return removed;
+  await rm(target, { recursive: true, force: true });
+  await mkdir(target, { mode: 0o700 });
+  if (owner) await chown(target, owner.uid, owner.gid);
+  if (v.tier === 'local') await writeFile(markerOf(cluster, pod, v.name), `${node}\n`, { mode: 0o600 });
+  return { name: v.name, tier: v.tier as VolumeTier, path: target };
 }
 
-async function mountPoints(): Promise<string[]> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
-  // Field 5 is the mount point, with spaces and such escaped as octal.
-  return text.split('\n').filter(Boolean).map((l) => l.split(' ')[4]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+/**
+ * Puts `node`'s copy of a `local` volume at the pod's path. The copy that was there goes back to its node's
+ * folder, or is deleted with `discardDisplaced` (a rollback: the displaced copy is the destination's).
+ */
+export async function placeCopy(cluster: string, node: string, pod: string, volume: string, o: { discardDisplaced?: boolean } = {}): Promise<void> {
+  const target = podVolumePath(cluster, pod, volume);
+  const current = await placedNode(cluster, pod, volume);
+  if (current === node) return;
+  const incoming = nodeVolumeDir(cluster, node, pod, volume);
+  if (!(await exists(incoming))) throw new NodeOperationError(`volume ${volume} of pod ${pod}: ${node} has no copy of it`);
+  if (current !== undefined) {
+    const home = nodeVolumeDir(cluster, current, pod, volume);
+    await rm(home, { recursive: true, force: true });
+    if (o.discardDisplaced) {
+      const doomed = `${home}.discarded`;
+      await mkdir(path.dirname(home), { recursive: true, mode: 0o700 });
+      await rename(target, doomed);
+      await rm(doomed, { recursive: true, force: true });
+    } else {
+      await mkdir(path.dirname(home), { recursive: true, mode: 0o700 });
+      await rename(target, home);
+    }
+  } else {
+    await rm(target, { recursive: true, force: true });
+  }
+  await rename(incoming, target);
+  await writeFile(markerOf(cluster, pod, volume), `${node}\n`, { mode: 0o600 });
+}
+
+/** Deletes a node's copy of a `local` volume, unless it is the one at the pod's path. */
+export async function removeNodeCopy(cluster: string, node: string, pod: string, volume: string): Promise<void> {
+  await rm(nodeVolumeDir(cluster, node, pod, volume), { recursive: true, force: true });
+}
+
+/** Deletes every copy of a pod's volumes: the one in place and those waiting on any node's disk. */
+export async function removePodVolumes(cluster: string, pod: string): Promise<void> {
+  const disks = path.dirname(path.dirname(path.dirname(nodeVolumeDir(cluster, 'n', pod, 'x'))));
+  for (const node of await readdir(disks).catch(() => [] as string[])) {
+    await rm(path.join(disks, node, pod), { recursive: true, force: true });
+  }
+  await rm(path.dirname(podVolumePath(cluster, pod, 'x')), { recursive: true, force: true });
 }
 
 /** uid and gid of a user name, from the system's user database. */

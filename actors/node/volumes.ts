@@ -1,16 +1,16 @@
 /**
  * The storage-tier actor's node side. A `local` volume is copied: the destination receives rounds into its
  * own copy (actors/storage/sync.ts), a bulk round runs while the pod serves, the last one with the pod
- * frozen (alongside the images), and the restore mounts the destination's copy where the pod sees it. A
+ * frozen (alongside the images), and the restore puts the destination's copy where the pod sees it. A
  * `shared` volume is the same directory on both nodes: it is only checked on the destination.
  */
 import { rm, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { NodeOperationError, PreconditionError } from '../../bus/errors.js';
 import type { MigStep, PrepareRequest, VolumeSyncReply, VolumeSyncRequest } from '../../bus/node-migration.js';
-import { nodeVolumeDir, sharedVolumeDir } from '../../node-runtime/constants.js';
+import { nodeVolumeDir, podVolumePath } from '../../node-runtime/constants.js';
 import type { PodRecord } from '../../node-runtime/records.js';
-import { attachVolume, volumeBacking, type PodVolume } from '../../node-runtime/volumes.js';
+import { copyDir, placeCopy, removeNodeCopy, type PodVolume } from '../../node-runtime/volumes.js';
 import { sendRound, startVolumeReceiver, type RoundStats } from '../storage/sync.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
@@ -23,7 +23,7 @@ export async function prepareVolumes(ctx: NodeContext, m: NodeMigration, req: Pr
   const ports: Array<{ name: string; port: number }> = [];
   for (const v of req.volumes ?? []) {
     if (v.tier === 'shared') {
-      const dir = sharedVolumeDir(ctx.cluster, req.pod, v.name);
+      const dir = podVolumePath(ctx.cluster, req.pod, v.name);
       if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new PreconditionError(`shared volume ${v.name} of pod ${req.pod} is not visible on ${ctx.node.name} (${dir})`);
       continue;
     }
@@ -52,7 +52,7 @@ async function roundAll(ctx: NodeContext, rec: PodRecord, target: VolumeSyncRequ
   const stats = await Promise.all(local(rec.volumes).map(async (v) => {
     const port = target.volumes?.find((x) => x.name === v.name)?.port;
     if (port === undefined) throw new NodeOperationError(`the destination has no receiver for volume ${v.name}`);
-    return sendRound({ host: target.host, port, key: Buffer.from(target.key), root: volumeBacking(ctx.cluster, ctx.node.name, rec.name, v) });
+    return sendRound({ host: target.host, port, key: Buffer.from(target.key), root: await copyDir(ctx.cluster, ctx.node.name, rec.name, v) });
   }));
   const sum = (f: (s: RoundStats) => number) => stats.reduce((a, s) => a + f(s), 0);
   return { volumes: stats.length, files: sum((s) => s.files), bytes: sum((s) => s.bytes), deleted: sum((s) => s.deleted), ms: ctx.clock.nowMs() - t0 };
@@ -62,27 +62,28 @@ async function roundAll(ctx: NodeContext, rec: PodRecord, target: VolumeSyncRequ
 export async function attachHere(ctx: NodeContext, m: NodeMigration, pod: string, volumes: readonly PodVolume[] | undefined): Promise<void> {
   for (const v of local(volumes)) {
     if (!m.volumeReceivers.has(v.name)) throw new NodeOperationError(`volume ${v.name} of pod ${pod} was never received here`);
-    await attachVolume(ctx.cluster, pod, v.name, nodeVolumeDir(ctx.cluster, ctx.node.name, pod, v.name));
+    await placeCopy(ctx.cluster, ctx.node.name, pod, v.name);
   }
 }
 
 /** Source, before its copy resumes after a rollback: the pod's paths show this node's copies again. */
 export async function reattachSource(ctx: NodeContext, rec: PodRecord): Promise<void> {
-  for (const v of local(rec.volumes)) await attachVolume(ctx.cluster, rec.name, v.name, nodeVolumeDir(ctx.cluster, ctx.node.name, rec.name, v.name));
+  for (const v of local(rec.volumes)) await placeCopy(ctx.cluster, ctx.node.name, rec.name, v.name, { discardDisplaced: true });
 }
 
 /** Destination rollback: the copies received here go (the source's are the pod's data). */
 export async function discardReceived(ctx: NodeContext, m: NodeMigration | undefined, req: MigStep): Promise<void> {
   for (const [name, rx] of m?.volumeReceivers ?? []) {
     rx.close();
-    await rm(nodeVolumeDir(ctx.cluster, ctx.node.name, req.pod, name), { recursive: true, force: true });
+    // Only a copy waiting beside the pod's path: one already in place is the source rollback's to discard.
+    await removeNodeCopy(ctx.cluster, ctx.node.name, req.pod, name);
   }
   m?.volumeReceivers.clear();
 }
 
 /** Source cutover: this node's copies of the pod's `local` volumes go with the pod. */
 export async function removeSourceCopies(ctx: NodeContext, rec: PodRecord): Promise<void> {
-  for (const v of local(rec.volumes)) await rm(nodeVolumeDir(ctx.cluster, ctx.node.name, rec.name, v.name), { recursive: true, force: true });
+  for (const v of local(rec.volumes)) await removeNodeCopy(ctx.cluster, ctx.node.name, rec.name, v.name);
   // The pod's folder on this node's disk, if nothing else is in it.
   if (local(rec.volumes).length) await rmdir(path.dirname(nodeVolumeDir(ctx.cluster, ctx.node.name, rec.name, 'x'))).catch(() => {});
 }

@@ -9,7 +9,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { cli, cliJson } from '../integration/helpers.js';
 import { PYTHON, WORKLOADS } from '../../cli/load.js';
-import { clusterDir, nodeVolumeDir, podVolumePath } from '../../node-runtime/constants.js';
+import { clusterVolumesDir, nodeVolumeDir, podVolumePath } from '../../node-runtime/constants.js';
 
 const CLUSTER = 'itvol';
 const PORT = 7200;
@@ -56,7 +56,7 @@ test.serial('a local volume moves with the pod under every strategy; the journal
     t.true(j.lines > before, `${strategy}: the pod kept writing after the move (${before} → ${j.lines})`);
     before = j.lines;
     t.false(await exists(nodeVolumeDir(CLUSTER, at, 'vw', 'data')), `${strategy}: the source's copy is gone`);
-    t.true(await exists(nodeVolumeDir(CLUSTER, to, 'vw', 'data')));
+    t.false(await exists(nodeVolumeDir(CLUSTER, to, 'vw', 'data')), `${strategy}: the destination's copy is the one in place`);
     at = to;
   }
 });
@@ -73,9 +73,10 @@ test.serial('a failure after the freeze rolls back to the source copy; the desti
   t.true(j.gapless);
   t.true(j.lines > before, 'the source copy resumed and kept writing to its own volume');
   t.false(await exists(nodeVolumeDir(CLUSTER, to, 'vw', 'data')), 'nothing left on the destination');
-  t.true(await exists(nodeVolumeDir(CLUSTER, from, 'vw', 'data')));
+  t.false(await exists(nodeVolumeDir(CLUSTER, from, 'vw', 'data')), 'the source copy is the one in place');
   await cli(['pod', 'delete', 'vw', '--cluster', CLUSTER]);
-  t.deepEqual(await readdir(path.join(clusterDir(CLUSTER), 'volumes')).catch(() => []), [], 'pod delete unmounts and removes its volumes');
+  t.deepEqual((await readdir(clusterVolumesDir(CLUSTER)).catch(() => [] as string[])).filter((d) => d !== '.disks'), [], 'pod delete removes its volumes');
+  for (const n of ['node-1', 'node-2']) t.false(await exists(path.dirname(nodeVolumeDir(CLUSTER, n, 'vw', 'data'))));
 });
 
 test.serial('a shared volume is re-attached as it is', async (t) => {
