@@ -92,6 +92,8 @@ export const FreezeReply = obj({
   lazyFromRounds: optional(bool()),
   writtenBytes: optional(num({ int: true, min: 0 })),
   finalPages: optional(num({ int: true, min: 0 })),
+  /** TCP connections established in the pod at the freeze (each should have its sequence state in `sockets`). */
+  established: optional(num({ int: true, min: 0 })),
   /** The volumes' last round, alongside the images. */
   volumeFiles: optional(num({ int: true, min: 0 })), volumeBytes: optional(num({ int: true, min: 0 })), volumeMs: optional(num({ min: 0 })),
 });

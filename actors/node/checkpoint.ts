@@ -10,7 +10,7 @@ import { sendDirectory } from '../../criu-shim/transfer/index.js';
 import type { FreezeReply, PrepareReply, SocketSeq, VolumeSyncReply } from '../../bus/node-migration.js';
 import { NodeOperationError } from '../../bus/errors.js';
 import { criuBinary, NATIVE_DIR } from '../../node-runtime/constants.js';
-import { readSeqs } from '../../node-runtime/sockets.js';
+import { inventory, readSeqs } from '../../node-runtime/sockets.js';
 import { encodeImages, finalPages } from '../../node-runtime/pages.js';
 import type { WriteTracker } from '../../node-runtime/wptrack.js';
 
@@ -87,8 +87,10 @@ export async function checkpoint(ctx: NodeContext, o: {
   side?.catch(() => {});
   // The stopped tasks keep their sockets in repair mode: their sequence state is read while the images go,
   // not while CRIU waits.
-  const seqs = readSeqs(o.pid).then((s) => {
+  let established = 0;
+  const seqs = Promise.all([readSeqs(o.pid), inventory(o.netns)]).then(([s, listed]) => {
     sockets = s;
+    established = listed.length;
     mark('sequences');
   });
   seqs.catch(() => {});
@@ -108,7 +110,7 @@ export async function checkpoint(ctx: NodeContext, o: {
   const vol = await side;
   ctx.log.info({ marks }, 'freeze timeline (ms since the tasks froze)');
   return {
-    frozenAtMs, dumpMs, transferMs, bytes, files: sent.files, sockets, wireBytes: sent.bytes,
+    frozenAtMs, dumpMs, transferMs, bytes, files: sent.files, sockets, wireBytes: sent.bytes, established,
     ...(encoded ? { referencedPages: encoded.referenced, encodeMs: encoded.ms } : {}),
     ...(vol && vol.volumes > 0 ? { volumeFiles: vol.files, volumeBytes: vol.bytes, volumeMs: vol.ms } : {}),
   };

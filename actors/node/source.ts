@@ -18,7 +18,7 @@ import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runti
 import type { NodeContext } from './context.js';
 import { sleep } from '../../common/clock.js';
 import type { HoldCounters } from './hold.js';
-import { finalVolumeRound, reattachSource, removeSourceCopies } from './volumes.js';
+import { finalVolumeRound, forgetSent, reattachSource, removeSourceCopies } from './volumes.js';
 
 /** How long cutover waits for a finished post-copy session to close before closing it itself. */
 const LAZY_END_WAIT_MS = 10_000;
@@ -84,7 +84,7 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   const quiesceMs = armed.get(req.id);
   armed.delete(req.id);
   // The volumes' last round runs with the tasks stopped, alongside the images.
-  const afterDump = rec.volumes?.some((v) => v.tier === 'local') ? { afterDump: () => finalVolumeRound(ctx, rec, req.target) } : {};
+  const afterDump = rec.volumes?.some((v) => v.tier === 'local') ? { afterDump: () => finalVolumeRound(ctx, req.id, rec, req.target) } : {};
   const tracked = req.lazy ? undefined : trackedFreeze(ctx, req.id);
   if (tracked) {
     const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
@@ -188,6 +188,7 @@ export async function cutoverSource(ctx: NodeContext, req: MigStep): Promise<voi
     await removeSourceCopies(ctx, rec);
     await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
   }
+  forgetSent(req.id);
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
   // A move back that failed may have left its receiver and images here: they hold the pod's memory.
   migrationState(req.id, req.pod).reclaimReceiver?.close();
@@ -204,8 +205,9 @@ export async function rollbackSource(ctx: NodeContext, req: MigStep): Promise<st
   await rm(imagesDir(ctx.cluster, req.id, 'source'), { recursive: true, force: true });
   await removePrecopy(ctx, req.id);
   holdBaselines.delete(req.id);
+  forgetSent(req.id);
   if (!rec) return 'no source copy on this node';
-  // The restore may have mounted the destination's copies where the pod sees its volumes.
+  // The restore may have put the destination's copies where the pod sees its volumes.
   await reattachSource(ctx, rec);
   return resumeInPlace(ctx, rec);
 }

@@ -11,7 +11,7 @@ import type { MigStep, PrepareRequest, VolumeSyncReply, VolumeSyncRequest } from
 import { nodeVolumeDir, podVolumePath } from '../../node-runtime/constants.js';
 import type { PodRecord } from '../../node-runtime/records.js';
 import { copyDir, placeCopy, removeNodeCopy, type PodVolume } from '../../node-runtime/volumes.js';
-import { sendRound, startVolumeReceiver, type RoundStats } from '../storage/sync.js';
+import { sendRound, startVolumeReceiver, type RoundStats, type SendState } from '../storage/sync.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
 import { sourcePod } from './source.js';
@@ -36,23 +36,34 @@ export async function prepareVolumes(ctx: NodeContext, m: NodeMigration, req: Pr
   return ports;
 }
 
+/** Source, per migration and volume: the blocks sent so far, so that later rounds send only changes. */
+const sent = new Map<string, SendState>();
+const sentKey = (id: string, volume: string) => `${id}/${volume}`;
+
 /** Source: one round of every `local` volume to the destination's receivers. */
 export async function syncVolumes(ctx: NodeContext, req: VolumeSyncRequest): Promise<VolumeSyncReply> {
   const rec = await sourcePod(ctx, req.pod);
-  return roundAll(ctx, rec, req.target);
+  return roundAll(ctx, req.id, rec, req.target);
 }
 
 /** The last round, with the pod frozen: run alongside the images by the freeze. */
-export async function finalVolumeRound(ctx: NodeContext, rec: PodRecord, target: VolumeSyncRequest['target']): Promise<VolumeSyncReply> {
-  return roundAll(ctx, rec, target);
+export async function finalVolumeRound(ctx: NodeContext, id: string, rec: PodRecord, target: VolumeSyncRequest['target']): Promise<VolumeSyncReply> {
+  return roundAll(ctx, id, rec, target);
 }
 
-async function roundAll(ctx: NodeContext, rec: PodRecord, target: VolumeSyncRequest['target']): Promise<VolumeSyncReply> {
+/** Source, at cutover or rollback: what was sent no longer matters. */
+export function forgetSent(id: string): void {
+  for (const k of [...sent.keys()]) if (k.startsWith(`${id}/`)) sent.delete(k);
+}
+
+async function roundAll(ctx: NodeContext, id: string, rec: PodRecord, target: VolumeSyncRequest['target']): Promise<VolumeSyncReply> {
   const t0 = ctx.clock.nowMs();
   const stats = await Promise.all(local(rec.volumes).map(async (v) => {
     const port = target.volumes?.find((x) => x.name === v.name)?.port;
     if (port === undefined) throw new NodeOperationError(`the destination has no receiver for volume ${v.name}`);
-    return sendRound({ host: target.host, port, key: Buffer.from(target.key), root: await copyDir(ctx.cluster, ctx.node.name, rec.name, v) });
+    let state = sent.get(sentKey(id, v.name));
+    if (!state) sent.set(sentKey(id, v.name), (state = new Map()));
+    return sendRound({ host: target.host, port, key: Buffer.from(target.key), root: await copyDir(ctx.cluster, ctx.node.name, rec.name, v), state });
   }));
   const sum = (f: (s: RoundStats) => number) => stats.reduce((a, s) => a + f(s), 0);
   return { volumes: stats.length, files: sum((s) => s.files), bytes: sum((s) => s.bytes), deleted: sum((s) => s.deleted), ms: ctx.clock.nowMs() - t0 };

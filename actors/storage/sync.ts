@@ -3,15 +3,16 @@
  * the authenticated bus, as for the image stream): volumes hold the pod's data, so they are encrypted too.
  *
  * One round: the receiver sends a manifest of what it holds; the sender sends every file that differs from
- * it (or may: see `mayHaveChanged`), every missing directory, and the paths to delete; each file carries
- * its SHA-256, and the receiver checks what it wrote against it before it confirms the round. Rounds run
- * while the pod serves (bulk), and a last one with the pod frozen carries what changed since.
+ * it (or may: see `mayHaveChanged`), every missing directory, and the paths to delete. Files go in 64 KiB
+ * blocks, each with its SHA-256, which the receiver checks before it writes it; to a receiver that holds
+ * the copy this sender sent before, only the blocks whose checksum changed go (a patch). Rounds run while
+ * the pod serves (bulk), and a last one with the pod frozen carries what changed since.
  *
  * Frames after TLS, all lengths big-endian:
  *   receiver → sender: u32 manifest length, manifest JSON
  *   sender → receiver: 'D' u16 pathLen path u32 mode u32 uid u32 gid
- *                      'F' u16 pathLen path u32 mode f64 mtimeMs f64 copiedAtMs u64 size u32 uid u32 gid
- *                          bytes [32] sha256
+ *                      'F' (whole) or 'P' (patch) u16 pathLen path u32 mode f64 mtimeMs f64 copiedAtMs u64 size
+ *                          u32 uid u32 gid, then blocks: u32 index u32 len bytes [32] sha256, ended by index 0xffffffff
  *                      'X' u16 pathLen path (delete)   'E' (end)
  *   receiver → sender: "ok" or the reason the round failed, then close
  */
@@ -26,6 +27,9 @@ import { Inbox } from '../../criu-shim/transfer/inbox.js';
 
 const PSK_IDENTITY = 'podmotion-volume';
 const CHUNK = 4 << 20;
+/** Files are compared and patched in blocks of this size. */
+const BLOCK = 64 << 10;
+const END_OF_BLOCKS = 0xffffffff;
 const MAX_ENTRIES = 1_000_000;
 const IDLE_TIMEOUT_MS = 30_000;
 /**
@@ -198,6 +202,8 @@ async function receiveRound(sock: tls.TLSSocket, root: string, copiedAt: Map<str
   await write(sock, Buffer.concat([u32(body.length), body]));
   const rd = new Inbox(sock, 'volume stream');
   const stats: RoundStats = { files: 0, bytes: 0, dirs: 0, deleted: 0, ms: 0 };
+  // When each file written this round was read on the sender: recorded once the round is complete.
+  const pending = new Map<string, number>();
   const readPath = async () => safeRelative((await rd.exact((await rd.exact(2)).readUInt16BE(0))).toString('utf8'));
   for (;;) {
     const type = String.fromCharCode((await rd.exact(1))[0]!);
@@ -217,7 +223,7 @@ async function receiveRound(sock: tls.TLSSocket, root: string, copiedAt: Map<str
       await chown(full, h.readUInt32BE(4), h.readUInt32BE(8));
       await chmod(full, mode);
       stats.dirs++;
-    } else if (type === 'F') {
+    } else if (type === 'F' || type === 'P') {
       const h = await rd.exact(4 + 8 + 8 + 8 + 4 + 4);
       const mode = h.readUInt32BE(0) & 0o7777;
       const mtimeMs = h.readDoubleBE(4);
@@ -228,42 +234,56 @@ async function receiveRound(sock: tls.TLSSocket, root: string, copiedAt: Map<str
       await mkdir(path.dirname(full), { recursive: true, mode: 0o700 });
       const st = await lstat(full).catch(() => undefined);
       if (st && st.isDirectory()) await rm(full, { recursive: true, force: true });
-      const tmp = `${full}.pm-sync-tmp`;
-      const fh = await open(tmp, 'w', 0o600);
-      const hash = createHash('sha256');
+      // A whole file is written aside and renamed over; a patch goes into the copy held here, which the
+      // sender knows block by block. Until the round is confirmed the copy counts as unknown (a failed
+      // round leaves it to be sent whole).
+      const patching = type === 'P' && st !== undefined && st.isFile();
+      if (type === 'P' && !patching) throw new NodeOperationError(`volume stream: a patch for ${rel}, which is not here`);
+      copiedAt.delete(rel);
+      const dest = patching ? full : `${full}.pm-sync-tmp`;
+      const fh = await open(dest, patching ? 'r+' : 'w', 0o600);
+      let bytes = 0;
       try {
-        let left = size;
-        while (left > 0) {
-          const piece = await rd.exact(Math.min(left, CHUNK));
-          hash.update(piece);
-          await fh.write(piece);
-          left -= piece.length;
+        for (;;) {
+          const bh = await rd.exact(8);
+          const index = bh.readUInt32BE(0);
+          if (index === END_OF_BLOCKS) break;
+          const len = bh.readUInt32BE(4);
+          if (len > BLOCK || index * BLOCK + len > size) throw new NodeOperationError(`volume stream: block ${index} of ${rel} out of bounds`);
+          const data = await rd.exact(len);
+          const sum = await rd.exact(32);
+          if (!createHash('sha256').update(data).digest().equals(sum)) throw new NodeOperationError(`volume stream: block ${index} of ${rel} does not match its checksum`);
+          await fh.write(data, 0, len, index * BLOCK);
+          bytes += len;
         }
+        await fh.truncate(size);
       } finally {
         await fh.close();
       }
-      const sent = await rd.exact(32);
-      if (!hash.digest().equals(sent)) {
-        await rm(tmp, { force: true });
-        throw new NodeOperationError(`volume stream: ${rel} does not match its checksum`);
-      }
-      await chown(tmp, uid, gid);
-      await chmod(tmp, mode);
-      await utimes(tmp, Date.now() / 1000, mtimeMs / 1000);
-      await rename(tmp, full);
-      copiedAt.set(rel, copied);
+      await chown(dest, uid, gid);
+      await chmod(dest, mode);
+      await utimes(dest, Date.now() / 1000, mtimeMs / 1000);
+      if (!patching) await rename(dest, full);
+      pending.set(rel, copied);
       stats.files++;
-      stats.bytes += size;
+      stats.bytes += bytes;
     } else {
       throw new NodeOperationError(`volume stream: unknown frame ${JSON.stringify(type)}`);
     }
   }
+  for (const [rel, at] of pending) copiedAt.set(rel, at);
   stats.ms = performance.now() - t0;
   return stats;
 }
 
+/**
+ * What a sender remembers of the copies it sent: per file, when it read it and a SHA-256 per block. A
+ * later round sends only the blocks that changed to a receiver that still holds that copy.
+ */
+export type SendState = Map<string, { copiedAtMs: number; sums: Buffer[] }>;
+
 /** Sends one round of `root` to a receiver; resolves once the receiver checked and confirmed it. */
-export async function sendRound(o: { host: string; port: number; key: Buffer; root: string }): Promise<RoundStats> {
+export async function sendRound(o: { host: string; port: number; key: Buffer; root: string; state?: SendState }): Promise<RoundStats> {
   const t0 = performance.now();
   const sock = pskConnect({ host: o.host, port: o.port, key: o.key, identity: PSK_IDENTITY });
   sock.setNoDelay(true);
@@ -295,13 +315,19 @@ export async function sendRound(o: { host: string; port: number; key: Buffer; ro
       await write(sock, Buffer.concat([Buffer.from('D'), pathFrame(p), u32(e.mode), u32(e.uid), u32(e.gid)]));
       stats.dirs++;
     }
+    const sentNow = new Map<string, { copiedAtMs: number; sums: Buffer[] }>();
     for (const p of names) {
       const e = ours[p]!;
-      if (e.type !== 'file' || !mayHaveChanged(e, theirs[p])) continue;
-      const sent = await sendFile(sock, o.root, p);
+      const t = theirs[p];
+      if (e.type !== 'file' || !mayHaveChanged(e, t)) continue;
+      // A patch only against the very copy this sender sent (same read time on both sides).
+      const known = o.state?.get(p);
+      const base = known && t?.type === 'file' && t.copiedAtMs === known.copiedAtMs ? known.sums : undefined;
+      const sent = await sendFile(sock, o.root, p, base);
       if (sent === undefined) continue; // removed since the walk: the next round deletes it
+      sentNow.set(p, { copiedAtMs: sent.copiedAtMs, sums: sent.sums });
       stats.files++;
-      stats.bytes += sent;
+      stats.bytes += sent.bytes;
     }
     const verdict = new Promise<void>((resolve, reject) => {
       let reply = '';
@@ -313,6 +339,10 @@ export async function sendRound(o: { host: string; port: number; key: Buffer; ro
     });
     await write(sock, Buffer.from('E'));
     await verdict;
+    if (o.state) {
+      for (const p of o.state.keys()) if (!ours[p]) o.state.delete(p);
+      for (const [p, v] of sentNow) o.state.set(p, v);
+    }
     stats.ms = performance.now() - t0;
     return stats;
   } finally {
@@ -320,8 +350,11 @@ export async function sendRound(o: { host: string; port: number; key: Buffer; ro
   }
 }
 
-/** One file frame: its state when opened, its bytes, their checksum. Undefined if it vanished. */
-async function sendFile(sock: tls.TLSSocket, root: string, rel: string): Promise<number | undefined> {
+/**
+ * One file: its state when opened, then its blocks with a checksum each — all of them, or (a patch, given
+ * the sums of the copy the receiver holds) only those that differ. Undefined if the file vanished.
+ */
+async function sendFile(sock: tls.TLSSocket, root: string, rel: string, base?: Buffer[]): Promise<{ bytes: number; copiedAtMs: number; sums: Buffer[] } | undefined> {
   let fh;
   try {
     fh = await open(path.join(root, rel), constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -339,21 +372,33 @@ async function sendFile(sock: tls.TLSSocket, root: string, rel: string): Promise
     head.writeBigUInt64BE(BigInt(st.size), 20);
     head.writeUInt32BE(st.uid, 28);
     head.writeUInt32BE(st.gid, 32);
-    await write(sock, Buffer.concat([Buffer.from('F'), pathFrame(rel), head]));
-    const hash = createHash('sha256');
-    let off = 0;
-    while (off < st.size) {
+    await write(sock, Buffer.concat([Buffer.from(base ? 'P' : 'F'), pathFrame(rel), head]));
+    const sums: Buffer[] = [];
+    let bytes = 0;
+    for (let off = 0; off < st.size;) {
       const buf = Buffer.allocUnsafe(Math.min(CHUNK, st.size - off));
       const { bytesRead } = await fh.read(buf, 0, buf.length, off);
       // A file that shrank while being read is sent zero-filled to its size; its times changed, so the
       // next round sends it again (the last one runs with the pod frozen).
       if (bytesRead < buf.length) buf.fill(0, bytesRead);
-      hash.update(buf);
-      await write(sock, buf);
+      const out: Buffer[] = [];
+      for (let b = 0; b < buf.length; b += BLOCK) {
+        const data = buf.subarray(b, Math.min(buf.length, b + BLOCK));
+        const index = (off + b) / BLOCK;
+        const sum = createHash('sha256').update(data).digest();
+        sums.push(sum);
+        if (base && base[index]?.equals(sum) && (index + 1) * BLOCK <= st.size) continue;
+        const bh = Buffer.alloc(8);
+        bh.writeUInt32BE(index, 0);
+        bh.writeUInt32BE(data.length, 4);
+        out.push(bh, data, sum);
+        bytes += data.length;
+      }
+      if (out.length) await write(sock, Buffer.concat(out));
       off += buf.length;
     }
-    await write(sock, hash.digest());
-    return st.size;
+    await write(sock, Buffer.concat([u32(END_OF_BLOCKS), u32(0)]));
+    return { bytes, copiedAtMs, sums };
   } finally {
     await fh.close();
   }

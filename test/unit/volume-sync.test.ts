@@ -3,10 +3,10 @@
  * (including a same-size rewrite hidden behind an unchanged time), deletions follow, bad paths are refused.
  */
 import test from 'ava';
-import { mkdtemp, mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, open, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { mayHaveChanged, newVolumeKey, safeRelative, sendRound, startVolumeReceiver, treeDigest } from '../../actors/storage/sync.js';
+import { mayHaveChanged, newVolumeKey, safeRelative, sendRound, startVolumeReceiver, treeDigest, type SendState } from '../../actors/storage/sync.js';
 
 test('rounds copy a tree, then only what changed, and the trees end identical', async (t) => {
   const base = await mkdtemp(path.join(tmpdir(), 'pm-volsync-'));
@@ -78,4 +78,33 @@ test('a sender with the wrong key delivers nothing', async (t) => {
   t.teardown(() => rx.close());
   await t.throwsAsync(sendRound({ host: rx.host, port: rx.port, key: newVolumeKey(), root: path.join(base, 'src') }));
   await t.throwsAsync(stat(path.join(base, 'dst', 'secret')));
+});
+
+test('a file the receiver already holds travels as the blocks that changed', async (t) => {
+  const base = await mkdtemp(path.join(tmpdir(), 'pm-volsync-'));
+  t.teardown(() => rm(base, { recursive: true, force: true }));
+  const src = path.join(base, 'src');
+  await mkdir(src);
+  const seg = path.join(src, 'wal');
+  await writeFile(seg, Buffer.alloc(16 << 20, 1));
+  const key = newVolumeKey();
+  const rx = await startVolumeReceiver({ host: '127.0.0.1', root: path.join(base, 'dst'), key });
+  t.teardown(() => rx.close());
+  const state: SendState = new Map();
+  const send = () => sendRound({ host: rx.host, port: rx.port, key, root: src, state });
+  t.is((await send()).bytes, 16 << 20);
+  // Two writes in the middle of the file, one of them across a block boundary, and the file grows a little.
+  const fh = await open(seg, 'r+');
+  await fh.write(Buffer.alloc(100, 7), 0, 100, 5 << 20);
+  await fh.write(Buffer.alloc(200, 8), 0, 200, (8 << 20) - 100);
+  await fh.write(Buffer.alloc(10, 9), 0, 10, 16 << 20);
+  await fh.close();
+  const patch = await send();
+  t.is(patch.files, 1);
+  t.is(patch.bytes, 3 * (64 << 10) + 10, 'three changed blocks and the new tail');
+  t.is(await treeDigest(path.join(base, 'dst')), await treeDigest(src));
+  // Without the sender's memory of what it sent, the file goes whole.
+  await utimes(seg, new Date(), new Date());
+  t.is((await sendRound({ host: rx.host, port: rx.port, key, root: src })).bytes, (16 << 20) + 10);
+  t.is(await treeDigest(path.join(base, 'dst')), await treeDigest(src));
 });
