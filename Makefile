@@ -8,6 +8,7 @@ help:
 	@echo "make test   - set up this machine, type check, lint and run all tests"
 	@echo "make deps   - only install and build what is missing"
 	@echo "make bench  - freeze and client stall over 10 migrations; traffic-hold variants; freeze by memory size; simulation speed"
+	@echo "make proof  - PostgreSQL under pgbench migrated 10 times, with a stop-and-copy baseline: report in bench/results/proof.md"
 
 deps:
 	@bash scripts/deps.sh
@@ -35,7 +36,10 @@ bench: build
 	@node dist/bench/freeze/run.js --runs 5
 	@bash bench/sim/run.sh 500
 
+proof: build
+	@node dist/bench/proof/run.js --migrations 10 --baseline 2
+
 clean:
 	rm -rf dist
 
-.PHONY: help deps build typecheck lint test demo bench clean
+.PHONY: help deps build typecheck lint test demo bench proof clean

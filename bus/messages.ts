@@ -69,7 +69,11 @@ export const PodRunRequest = obj({
 });
 export type PodRunRequest = Infer<typeof PodRunRequest>;
 
-export const PodRef = obj({ name: name() });
+export const PodRef = obj({
+  name: name(),
+  /** pod delete only: stop the pod gracefully (SIGINT to its command, then SIGKILL after 10 s) and keep its volumes. */
+  keepVolumes: optional(bool()),
+});
 export type PodRef = Infer<typeof PodRef>;
 
 export const PodList = obj({ pods: arr(PodInfo, { maxItems: 1000 }) });

@@ -35,11 +35,14 @@ export interface PgbenchResult {
   code: number;
 }
 
-/** Starts pgbench -c clients -j threads -T seconds -P 1; resolves when it ends. */
-export function pgbench(netns: string, ip: string, o: { clients: number; threads: number; seconds: number }): Promise<PgbenchResult> {
+/** Starts pgbench -c clients -j threads -T seconds -P 1 (and -l into `logDir`, -n with `keepHistory`); resolves when it ends. */
+export function pgbench(netns: string, ip: string, o: { clients: number; threads: number; seconds: number; logDir?: string; keepHistory?: boolean }): Promise<PgbenchResult> {
   return new Promise((resolve, reject) => {
+    const log = o.logDir !== undefined ? ['-l', `--log-prefix=${path.join(o.logDir, 'pgbench_log')}`] : [];
+    // A run truncates pgbench_history first unless -n: a second run must keep it for the invariant to hold.
+    if (o.keepHistory) log.push('-n');
     const child = spawn('nsenter', inClient(netns, 'pgbench', ['-h', ip, '-p', String(PG_PORT), '-U', 'postgres',
-      '-c', String(o.clients), '-j', String(o.threads), '-T', String(o.seconds), '-P', '1', 'postgres']), { stdio: ['ignore', 'pipe', 'pipe'] });
+      '-c', String(o.clients), '-j', String(o.threads), '-T', String(o.seconds), '-P', '1', ...log, 'postgres']), { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));
     child.stderr.on('data', (b: Buffer) => (out += b.toString()));

@@ -105,7 +105,7 @@ export async function startAgent(cfg: AgentConfig): Promise<Agent> {
       const rec = await ownPod(cfg, req.name);
       const info = await podInfo(rec);
       await cfg.podHooks?.deleting(rec).catch((e: Error) => log.warn({ pod: rec.name, err: e.message }, 'pod delete hook failed'));
-      await deletePod(cfg.cluster, node.name, req.name);
+      await deletePod(cfg.cluster, node.name, req.name, { keepVolumes: req.keepVolumes === true });
       log.info({ pod: req.name }, 'pod deleted');
       return { ...info, running: false };
     }, { onError }),

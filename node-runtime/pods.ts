@@ -21,7 +21,7 @@ import {
 } from './constants.js';
 import { createVolume, removePodVolumes, userIds, volumeEnvName, VOLUME_TIERS, type PodVolume, type VolumeTier } from './volumes.js';
 import { allocateHost, podHostIface, podIp, podMac, type OverlayMember } from './plan.js';
-import { childrenOf, refOf, stopRef, waitGone, type ProcessRef } from './procs.js';
+import { childrenOf, refOf, signalRef, stopRef, waitGone, type ProcessRef } from './procs.js';
 import { listPodRecords, readPodRecord, removePodRecord, writePodRecord, type PodRecord } from './records.js';
 
 /** How long a new pod may take to show its init process; unshare forks at once, so seconds mean trouble. */
@@ -57,10 +57,14 @@ export function validatePodSpec(spec: RunPodSpec): void {
   }
 }
 
-/** Creates a new pod's volumes; returns what its record keeps. */
-async function setUpVolumes(cluster: string, node: string, spec: RunPodSpec, owner?: { uid: number; gid: number }): Promise<PodVolume[]> {
+/** Creates (or takes over data kept for) a new pod's volumes; returns what its record keeps. */
+async function setUpVolumes(cluster: string, node: string, spec: RunPodSpec, owner: { uid: number; gid: number } | undefined, adopted: { any: boolean }): Promise<PodVolume[]> {
   const out: PodVolume[] = [];
-  for (const v of spec.volumes ?? []) out.push(await createVolume(cluster, node, spec.name, v, owner));
+  for (const v of spec.volumes ?? []) {
+    const { adopted: kept, ...vol } = await createVolume(cluster, node, spec.name, v, owner);
+    if (kept) adopted.any = true;
+    out.push(vol);
+  }
   return out;
 }
 
@@ -178,11 +182,13 @@ export async function runPod(cluster: string, node: OverlayMember, spec: RunPodS
   let netns: string | undefined;
   let started: { init: ProcessRef; holder: ProcessRef } | undefined;
   let volumes: PodVolume[] = [];
+  // Data a volume already held is not the failed start's to delete.
+  const adopted = { any: false };
   try {
     const owner = spec.user !== undefined ? await userIds(spec.user) : undefined;
     const net = await preparePodNetwork(cluster, node, spec.name, ipAddr);
     netns = net.netns;
-    volumes = await setUpVolumes(cluster, node.name, spec, owner);
+    volumes = await setUpVolumes(cluster, node.name, spec, owner, adopted);
     started = await startInit(net.netns, spec, logFile, volumes);
     const rec: PodRecord = {
       name: spec.name, node: node.name, ip: ipAddr, mac: net.mac, netns: net.netns, hostIface: net.hostIface,
@@ -197,7 +203,7 @@ export async function runPod(cluster: string, node: OverlayMember, spec: RunPodS
   } catch (e) {
     if (started) await killPodProcesses(started.init, started.holder);
     if (netns) await removePodNetwork(netns);
-    if (spec.volumes?.length) await removePodVolumes(cluster, spec.name);
+    if (spec.volumes?.length && !adopted.any) await removePodVolumes(cluster, spec.name);
     throw e;
   }
 }
@@ -210,13 +216,20 @@ export async function killPodProcesses(init: ProcessRef, holder?: ProcessRef): P
   if (holder) await stopRef(holder, 500);
 }
 
-/** Deletes a pod: its processes, namespace, record and log. */
-export async function deletePod(cluster: string, node: string, pod: string): Promise<PodRecord> {
+/** How long a pod stopped with its volumes kept may take to shut down before it is killed. */
+const GRACEFUL_STOP_MS = 10_000;
+
+/**
+ * Deletes a pod: its processes, namespace, record and log, and its volumes unless `keepVolumes` (then the
+ * pod is first asked to stop, with SIGINT — PostgreSQL's fast shutdown — and killed only after a grace).
+ */
+export async function deletePod(cluster: string, node: string, pod: string, o: { keepVolumes?: boolean } = {}): Promise<PodRecord> {
   const rec = await readPodRecord(cluster, node, pod);
   if (!rec) throw new NotFoundError(`pod ${pod} not found on ${node}`);
+  if (o.keepVolumes && (await signalRef(rec.init, 'SIGINT'))) await waitGone(rec.init, GRACEFUL_STOP_MS);
   await killPodProcesses(rec.init, rec.holder);
   await removePodNetwork(rec.netns);
-  if (rec.volumes?.length) await removePodVolumes(cluster, pod);
+  if (rec.volumes?.length && !o.keepVolumes) await removePodVolumes(cluster, pod);
   await removePodRecord(cluster, node, pod);
   await rm(rec.logFile, { force: true });
   return rec;

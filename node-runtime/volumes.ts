@@ -55,19 +55,29 @@ export async function copyDir(cluster: string, node: string, pod: string, v: { n
   return (await placedNode(cluster, pod, v.name)) === node ? podVolumePath(cluster, pod, v.name) : nodeVolumeDir(cluster, node, pod, v.name);
 }
 
-/** Creates a new pod's volume on `node`, at the pod's path (owned by `owner` when given, mode 0700). */
-export async function createVolume(cluster: string, node: string, pod: string, v: { name: string; tier: string }, owner?: { uid: number; gid: number }): Promise<PodVolume> {
+/**
+ * Creates a new pod's volume on `node` at the pod's path (owned by `owner` when given, mode 0700) — or,
+ * for a `local` volume whose copy this node already holds (data brought here for it, a drained pod's),
+ * puts that copy in place. A `shared` volume that exists is kept.
+ */
+export async function createVolume(cluster: string, node: string, pod: string, v: { name: string; tier: string }, owner?: { uid: number; gid: number }): Promise<PodVolume & { adopted?: boolean }> {
   const target = podVolumePath(cluster, pod, v.name);
+  const volume: PodVolume = { name: v.name, tier: v.tier as VolumeTier, path: target };
   // The folders above it let anyone pass (0711) and list nothing: the pod may run as any user.
   for (let d = path.dirname(target), i = 0; i < 3; d = path.dirname(d), i++) {
     await mkdir(d, { recursive: true, mode: 0o711 });
     await chmod(d, 0o711);
   }
+  if (v.tier === 'local' && ((await placedNode(cluster, pod, v.name)) === node || (await exists(nodeVolumeDir(cluster, node, pod, v.name))))) {
+    await placeCopy(cluster, node, pod, v.name, { discardDisplaced: true });
+    return { ...volume, adopted: true };
+  }
+  if (v.tier === 'shared' && (await exists(target))) return { ...volume, adopted: true };
   await rm(target, { recursive: true, force: true });
   await mkdir(target, { mode: 0o700 });
   if (owner) await chown(target, owner.uid, owner.gid);
   if (v.tier === 'local') await writeFile(markerOf(cluster, pod, v.name), `${node}\n`, { mode: 0o600 });
-  return { name: v.name, tier: v.tier as VolumeTier, path: target };
+  return volume;
 }
 
 /**

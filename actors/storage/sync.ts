@@ -10,7 +10,8 @@
  *
  * Frames after TLS, all lengths big-endian:
  *   receiver → sender: u32 manifest length, manifest JSON
- *   sender → receiver: 'D' u16 pathLen path u32 mode u32 uid u32 gid
+ *   sender → receiver: 'R' u32 mode u32 uid u32 gid (the volume's folder itself)
+ *                      'D' u16 pathLen path u32 mode u32 uid u32 gid
  *                      'F' (whole) or 'P' (patch) u16 pathLen path u32 mode f64 mtimeMs f64 copiedAtMs u64 size
  *                          u32 uid u32 gid, then blocks: u32 index u32 len bytes [32] sha256, ended by index 0xffffffff
  *                      'X' u16 pathLen path (delete)   'E' (end)
@@ -18,7 +19,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
-import { chmod, chown, lstat, mkdir, open, readdir, rename, rm, utimes } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import type tls from 'node:tls';
 import { NodeOperationError } from '../../bus/errors.js';
@@ -208,6 +209,13 @@ async function receiveRound(sock: tls.TLSSocket, root: string, copiedAt: Map<str
   for (;;) {
     const type = String.fromCharCode((await rd.exact(1))[0]!);
     if (type === 'E') break;
+    if (type === 'R') {
+      // The volume's own folder: its owner and mode (a pod running as another user must enter it).
+      const h = await rd.exact(12);
+      await chown(root, h.readUInt32BE(4), h.readUInt32BE(8));
+      await chmod(root, h.readUInt32BE(0) & 0o7777);
+      continue;
+    }
     const rel = await readPath();
     const full = path.join(root, rel);
     if (type === 'X') {
@@ -299,6 +307,8 @@ export async function sendRound(o: { host: string; port: number; key: Buffer; ro
     const theirs = JSON.parse((await rd.exact((await rd.exact(4)).readUInt32BE(0))).toString('utf8')) as Manifest;
     const ours = await mine;
     const stats: RoundStats = { files: 0, bytes: 0, dirs: 0, deleted: 0, ms: 0 };
+    const top = await stat(o.root);
+    await write(sock, Buffer.concat([Buffer.from('R'), u32(top.mode & 0o7777), u32(top.uid), u32(top.gid)]));
     // Deletions first (deepest first), so a file may replace a directory of the same name and vice versa.
     for (const p of Object.keys(theirs).sort().reverse()) {
       if (!ours[p] || ours[p]!.type !== theirs[p]!.type) {

@@ -3,7 +3,7 @@
  * (including a same-size rewrite hidden behind an unchanged time), deletions follow, bad paths are refused.
  */
 import test from 'ava';
-import { mkdtemp, mkdir, open, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, mkdir, open, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { mayHaveChanged, newVolumeKey, safeRelative, sendRound, startVolumeReceiver, treeDigest, type SendState } from '../../actors/storage/sync.js';
@@ -14,6 +14,7 @@ test('rounds copy a tree, then only what changed, and the trees end identical', 
   const src = path.join(base, 'src');
   const dst = path.join(base, 'dst');
   await mkdir(path.join(src, 'base', '1'), { recursive: true, mode: 0o700 });
+  await chmod(src, 0o751);
   await mkdir(path.join(src, 'pg_wal'), { mode: 0o750 });
   for (let i = 0; i < 30; i++) await writeFile(path.join(src, 'base', '1', `rel${i}`), Buffer.alloc(8192 * (i + 1), i));
   await writeFile(path.join(src, 'pg_wal', 'seg'), Buffer.alloc(5 << 20, 7), { mode: 0o640 });
@@ -28,6 +29,7 @@ test('rounds copy a tree, then only what changed, and the trees end identical', 
   t.is((await rx.next()).files, 32);
   t.is(await treeDigest(dst), await treeDigest(src));
   t.is((await stat(path.join(dst, 'pg_wal'))).mode & 0o7777, 0o750);
+  t.is((await stat(dst)).mode & 0o7777, (await stat(src)).mode & 0o7777, 'the folder itself gets the mode of the source');
   t.is((await stat(path.join(dst, 'pg_wal', 'seg'))).mode & 0o7777, 0o640);
 
   // Old files (written well before they were copied) are not sent again.
