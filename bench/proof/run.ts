@@ -132,7 +132,9 @@ async function main(): Promise<void> {
     const netns = rec.plan.client.netns;
     await pgbenchInit(netns, pod.ip, SCALE);
     const total = MIGRATIONS + BASELINE;
-    const seconds = Math.ceil((8000 + total * (GAP_MS + 2500)) / 1000) + 6;
+    // Each run takes ~3 s here plus the pause after it; pgbench must outlast the last one with room for its
+    // "after" window (what is left after that is plain load).
+    const seconds = Math.ceil((6000 + total * (GAP_MS + 6000) + WINDOW_MS) / 1000);
     process.stdout.write(`pgbench -c 8 -j 2 for ${seconds} s; ${MIGRATIONS} PodMotion migrations, then ${BASELINE} Cold ones\n`);
     const running = pgbench(netns, pod.ip, { clients: 8, threads: 2, seconds, logDir });
     await new Promise((r) => setTimeout(r, 6000));
@@ -160,6 +162,8 @@ async function main(): Promise<void> {
       process.stdout.write(`${kind} ${i + 1}: ${r.from} → ${r.to} ${s.phase}${r.error ? ` (${r.error})` : ''}, freeze ${r.freezeMs ?? '?'} ms, ${r.preserved ?? '?'}/${r.connections ?? '?'} connections, seq_delta ${r.seqDeltaMax ?? '?'}, ${r.rst ?? '?'} RST\n`);
       await new Promise((res) => setTimeout(res, GAP_MS));
     }
+    const left = runs.filter((r) => r.phase === 'Complete').length;
+    process.stdout.write(`${left}/${total} complete; waiting for pgbench to finish\n`);
     bench = await running;
     consistent = await pgbenchConsistent(netns, pod.ip);
     const txs = await readTxLog(logDir);
