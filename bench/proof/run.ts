@@ -11,6 +11,7 @@
  * transaction that ended within two seconds of the freeze. tps windows: 5 s before the migration began,
  * while it ran, 5 s after it ended.
  */
+import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,7 +28,9 @@ import { newVolumeKey, sendRound, startVolumeReceiver } from '../../actors/stora
 import { nodeVolumeDir, podVolumePath } from '../../node-runtime/constants.js';
 import type { MigrationStatus, Strategy } from '../../machines/index.js';
 
-const { values } = parseArgs({ options: { migrations: { type: 'string', default: '10' }, baseline: { type: 'string', default: '2' }, scale: { type: 'string', default: '4' } } });
+const { values } = parseArgs({ options: { migrations: { type: 'string', default: '10' }, baseline: { type: 'string', default: '2' }, scale: { type: 'string', default: '4' },
+  'redis-migrations': { type: 'string', default: '10' } } });
+const REDIS_MIGRATIONS = Number(values['redis-migrations']);
 const MIGRATIONS = Number(values.migrations);
 const BASELINE = Number(values.baseline);
 const SCALE = Number(values.scale);
@@ -126,6 +129,7 @@ async function main(): Promise<void> {
   let bench: Awaited<ReturnType<typeof pgbench>> | undefined;
   let consistent: { ok: boolean; totals: string } | undefined;
   let drain: Drain | undefined;
+  let redis: RedisProof | undefined;
   try {
     const pod = await request(nc, Subjects.node('node-1', 'pod.run'), codecs.podRun, codecs.podInfo,
       { name: 'db', port: PG_PORT, user: 'postgres', volumes: [{ name: 'data', tier: 'local' }], command: [PG_POD_SCRIPT, String(PG_PORT)] }, { timeoutMs: 120_000 });
@@ -168,6 +172,7 @@ async function main(): Promise<void> {
     consistent = await pgbenchConsistent(netns, pod.ip);
     const txs = await readTxLog(logDir);
     drain = await drainBaseline(nc, netns, nodes[at]!, nodes[(at + 1) % nodes.length]!, pod);
+    redis = await redisProof(nc, netns);
     for (const r of runs) {
       const a = r.frozenAtMs ?? r.startedAtMs;
       const b = r.resumedAtMs ?? r.endedAtMs;
@@ -177,7 +182,7 @@ async function main(): Promise<void> {
       r.tpsDuring = tpsIn(txs, r.startedAtMs, r.endedAtMs);
       r.tpsAfter = tpsIn(txs, r.endedAtMs, r.endedAtMs + WINDOW_MS);
     }
-    await writeReport(started, runs, bench, consistent, txs, drain);
+    await writeReport(started, runs, bench, consistent, txs, drain, redis);
   } finally {
     await nc.close();
     await clusterDown(CLUSTER);
@@ -235,7 +240,61 @@ async function drainBaseline(nc: Parameters<typeof request>[0], netns: string, f
   return d;
 }
 
-async function writeReport(started: Date, runs: Run[], bench: Awaited<ReturnType<typeof pgbench>>, consistent: { ok: boolean; totals: string }, txs: Tx[], drain: Drain): Promise<void> {
+interface RedisProof {
+  runs: Array<{ from: string; to: string; phase: string; error?: string; freezeMs?: number; connections?: number; preserved?: number; seqDeltaMax?: number; rst?: number }>;
+  checker: { operations: number; keys: number; missing: number; wrong: number; counter: number; increments: number; errors: number; maxWaitMs: number };
+  benchmark: string[];
+  benchmarkExit: number;
+}
+
+/**
+ * Redis with its append-only file on a local volume, run as the redis user: a checker writes key k:N = N and
+ * increments a counter over one connection (each acknowledged before the next) while redis-benchmark -c 8
+ * loads it, and the pod is migrated REDIS_MIGRATIONS times; then the checker reads every key and the counter.
+ */
+async function redisProof(nc: Parameters<typeof request>[0], netns: string): Promise<RedisProof> {
+  const port = 6379;
+  const pod = await request(nc, Subjects.node('node-1', 'pod.run'), codecs.podRun, codecs.podInfo,
+    { name: 'cache', port, user: 'redis', volumes: [{ name: 'data', tier: 'local' }], command: [path.join(PROJECT_ROOT, 'workloads', 'redis_pod.sh'), String(port)] }, { timeoutMs: 60_000 });
+  const seconds = Math.ceil((4000 + REDIS_MIGRATIONS * (GAP_MS + 4000)) / 1000);
+  const inClient = (cmd: string, args: string[]) => spawn('nsenter', [`--net=/run/netns/${netns}`, '--', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const collect = (child: ReturnType<typeof inClient>) => new Promise<{ out: string; code: number }>((resolve) => {
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+    child.on('close', (code) => resolve({ out, code: code ?? -1 }));
+  });
+  const checker = collect(inClient('python3', [path.join(PROJECT_ROOT, 'workloads', 'redis_checker.py'), pod.ip, String(port), String(seconds)]));
+  // Loops until killed: load for as long as the migrations run.
+  const benchProc = inClient('redis-benchmark', ['-h', pod.ip, '-p', String(port), '-c', '8', '-r', '100000', '-t', 'set,get,incr', '-l', '-q']);
+  const benchOut = collect(benchProc);
+  await new Promise((r) => setTimeout(r, 3000));
+  const runs: RedisProof['runs'] = [];
+  const nodes = ['node-1', 'node-2', 'node-3'];
+  let at = 0;
+  for (let i = 0; i < REDIS_MIGRATIONS; i++) {
+    const to = nodes[(at + 1) % nodes.length]!;
+    const s = await runMigration(nc, { pod: 'cache', toNode: to, strategy: 'PreCopy' }, 300_000, () => {}, () => {});
+    const tcp = s.results['TCPVerifying'] as { connections?: number; preserved?: number; seqDeltaMax?: number; rst?: number } | undefined;
+    const freezeMs = (s.results['Restore'] as { freezeMs?: number } | undefined)?.freezeMs;
+    runs.push({ from: s.spec.sourceNode, to: s.spec.destinationNode, phase: s.phase, ...(s.error ? { error: s.error.message } : {}), ...(freezeMs !== undefined ? { freezeMs } : {}), ...(tcp ?? {}) });
+    if (s.phase === 'Complete') at = nodes.indexOf(to);
+    process.stdout.write(`Redis ${i + 1}: ${s.spec.sourceNode} → ${s.spec.destinationNode} ${s.phase}, freeze ${freezeMs ?? '?'} ms, ${tcp?.preserved ?? '?'}/${tcp?.connections ?? '?'} connections, seq_delta ${tcp?.seqDeltaMax ?? '?'}, ${tcp?.rst ?? '?'} RST\n`);
+    await new Promise((r) => setTimeout(r, GAP_MS));
+  }
+  const c = await checker;
+  benchProc.kill('SIGINT');
+  const b = await benchOut;
+  const last = c.out.trim().split('\n').at(-1) ?? '{}';
+  const parsed = JSON.parse(last.startsWith('{') ? last : '{}') as RedisProof['checker'];
+  return {
+    runs, checker: parsed,
+    benchmark: b.out.split(/[\r\n]+/).filter((l) => /requests per second/.test(l)).map((l) => l.trim()).slice(-3),
+    benchmarkExit: b.code,
+  };
+}
+
+async function writeReport(started: Date, runs: Run[], bench: Awaited<ReturnType<typeof pgbench>>, consistent: { ok: boolean; totals: string }, txs: Tx[], drain: Drain, redis: RedisProof): Promise<void> {
   const pm = runs.filter((r) => r.kind === 'PodMotion');
   const cold = runs.filter((r) => r.kind !== 'PodMotion');
   const summary = (rs: Run[]) => {
@@ -249,7 +308,12 @@ async function writeReport(started: Date, runs: Run[], bench: Awaited<ReturnType
     };
   };
   const env = { date: started.toISOString(), kernel: os.release(), cpus: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, postgres: '15', pgbench: '-c 8 -j 2', scale: SCALE };
-  const data = { env, pgbench: { processed: bench.processed, failed: bench.failed, tps: bench.tps, exit: bench.code }, consistent, podmotion: summary(pm), cold: summary(cold), drain, runs };
+  const rf = redis.runs.flatMap((r) => (r.freezeMs !== undefined ? [r.freezeMs] : []));
+  const redisSummary = { runs: redis.runs.length, complete: redis.runs.filter((r) => r.phase === 'Complete').length, freezeP50: pct(rf, 50), freezeP99: pct(rf, 99),
+    connectionsKept: redis.runs.reduce((a, r) => a + (r.preserved ?? 0), 0), connections: redis.runs.reduce((a, r) => a + (r.connections ?? 0), 0),
+    seqDeltaMax: Math.max(0, ...redis.runs.map((r) => r.seqDeltaMax ?? 0)), rst: redis.runs.reduce((a, r) => a + (r.rst ?? 0), 0) };
+  const data = { env, pgbench: { processed: bench.processed, failed: bench.failed, tps: bench.tps, exit: bench.code }, consistent, podmotion: summary(pm), cold: summary(cold), drain, runs,
+    redis: { summary: redisSummary, ...redis } };
   const dir = path.join(PROJECT_ROOT, 'bench', 'results');
   await mkdir(dir, { recursive: true });
   await writeFile(path.join(dir, 'proof.json'), JSON.stringify(data, null, 2) + '\n');
@@ -280,6 +344,21 @@ destination (${drain.startMs} ms): **${drain.downtimeMs} ms without the database
 counted by pgbench, TPC-B invariant ${drain.consistent ? 'holds' : 'BROKEN'} (${drain.totals}).
 
 ![throughput](proof.svg)
+
+## Redis under redis-benchmark, migrated live
+
+Redis 7 (append-only file on a local volume, run as the redis user), loaded by \`redis-benchmark -c 8 -t set,get,incr\`
+while a checker writes key k:N = N and increments a counter over its own connection, each acknowledged before
+the next. ${redisSummary.complete}/${redisSummary.runs} migrations complete; freeze p50 / p99 ${redisSummary.freezeP50} / ${redisSummary.freezeP99} ms;
+connections kept ${redisSummary.connectionsKept}/${redisSummary.connections}, seq_delta max ${redisSummary.seqDeltaMax}, ${redisSummary.rst} RST.
+
+Checker: ${redis.checker.keys} keys written, **${redis.checker.missing} missing, ${redis.checker.wrong} wrong**; counter ${redis.checker.counter}
+for ${redis.checker.increments} acknowledged increments (**${redis.checker.counter === redis.checker.increments ? 'exact' : 'WRONG'}**); ${redis.checker.errors} errors;
+longest wait for a reply ${redis.checker.maxWaitMs} ms. redis-benchmark: ${redis.benchmark.join('; ') || 'no summary'}.
+
+| # | move | phase | freeze ms | connections | seq_delta | RST |
+|---|---|---|---|---|---|---|
+${redis.runs.map((r, i) => `| ${i + 1} | ${r.from} → ${r.to} | ${r.phase}${r.error ? ` (${r.error})` : ''} | ${r.freezeMs ?? '–'} | ${r.preserved ?? '–'}/${r.connections ?? '–'} | ${r.seqDeltaMax ?? '–'} | ${r.rst ?? '–'} |`).join('\n')}
 
 Stall: the longest pgbench transaction that ended between the freeze and two seconds after the resume
 (pgbench -l). Produced by \`make proof\` (\`node dist/bench/proof/run.js\`).
