@@ -23,7 +23,7 @@ import { detachQuietly, holdBaselines } from './source.js';
 import { decodeIfPrecopied, removePrecopy, startStoreDaemon } from './precopy.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
-import { attachHere, discardReceived, prepareVolumes } from './volumes.js';
+import { attachHere, discardReceived, forgetSent, prepareVolumes } from './volumes.js';
 
 /** Upper bound on one pod's checkpoint: larger is a mistake, not a pod this node should accept. */
 const MAX_IMAGE_BYTES = 64 * 1024 ** 3;
@@ -215,6 +215,7 @@ export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | u
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   if (rec && rec.incoming === undefined) throw new NodeOperationError(`pod ${req.pod} is already served from ${ctx.node.name}; refusing to remove it`);
   await discardReceived(ctx, m, req);
+  forgetSent(`${req.id}-back`);
   const killed = await killPodIn(netns);
   // The hold goes while its device still exists; removing the namespace takes the veth down under it.
   await detachQuietly(ctx, podHostIface(req.pod), holdPinDir(ctx.cluster, ctx.node.name, req.pod));

@@ -5,7 +5,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { newTransferKey, startReceiver } from '../../criu-shim/transfer/index.js';
-import { NodeOperationError, NotFoundError, PreconditionError } from '../../bus/errors.js';
+import { NodeOperationError, NotFoundError } from '../../bus/errors.js';
 import type { FreezeReply, PrepareReply, ReclaimFreezeRequest, ReclaimRestoreRequest, MigStep, RestoreReply } from '../../bus/node-migration.js';
 import { holdPinDir, imagesDir, podNetns } from '../../node-runtime/constants.js';
 import { killPodProcesses } from '../../node-runtime/pods.js';
@@ -15,6 +15,7 @@ import { checkpoint, restoreInto } from './checkpoint.js';
 import { resumeInPlace } from './source.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
+import { receiveVolumesBack, syncVolumesBack, takeVolumesBack } from './volumes.js';
 
 /** A rolled-back pod is the pod that was checkpointed: the same bound as a forward migration's images. */
 const MAX_IMAGE_BYTES = 64 * 1024 ** 3;
@@ -23,17 +24,14 @@ const QUIESCE_TIMEOUT_MS = 100;
 /** On the source: a receiver for the destination's images. */
 export async function reclaimPrepare(ctx: NodeContext, m: NodeMigration, req: MigStep): Promise<PrepareReply> {
   if (m.reclaim) return m.reclaim;
-  // The destination's copies of `local` volumes took the writes it served: this move back does not copy
-  // them back yet, and the source's copies are stale, so the pod stays where it served.
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
-  if (rec?.volumes?.some((v) => v.tier === 'local')) {
-    throw new PreconditionError(`pod ${req.pod} has local volumes and served from the destination: moving it back would lose what it wrote there`);
-  }
   const dir = imagesDir(ctx.cluster, req.id, 'reclaim');
   await rm(dir, { recursive: true, force: true });
   const key = newTransferKey();
   m.reclaimReceiver = await startReceiver({ host: ctx.dataHost, dir, key, maxBytes: MAX_IMAGE_BYTES });
-  m.reclaim = { host: m.reclaimReceiver.host, port: m.reclaimReceiver.port, key };
+  // The destination's copies of `local` volumes took the writes it served: they come back into this node's.
+  const volumes = await receiveVolumesBack(ctx, m, req.pod, rec?.volumes, key);
+  m.reclaim = { host: m.reclaimReceiver.host, port: m.reclaimReceiver.port, key, ...(volumes.length ? { volumes } : {}) };
   return m.reclaim;
 }
 
@@ -43,9 +41,15 @@ export async function reclaimFreeze(ctx: NodeContext, m: NodeMigration, req: Rec
   const rec = await readPodRecord(ctx.cluster, ctx.node.name, req.pod);
   if (!rec || rec.incoming !== req.id) throw new NotFoundError(`no restored copy of ${req.pod} from migration ${req.id} on ${ctx.node.name}`);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
+  // Volumes: a bulk round back while the pod still serves here, the last one with it frozen.
+  const local = rec.volumes?.some((v) => v.tier === 'local') ?? false;
+  if (local) await syncVolumesBack(ctx, req.id, rec, req.target);
   await ctx.hold.setModes(pin, ['zw']);
   await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS, ctx.node.netns);
-  m.reclaimFroze = await checkpoint(ctx, { pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), target: req.target });
+  m.reclaimFroze = await checkpoint(ctx, {
+    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), target: req.target,
+    ...(local ? { afterDump: () => syncVolumesBack(ctx, req.id, rec, req.target) } : {}),
+  });
   return m.reclaimFroze;
 }
 
@@ -66,6 +70,8 @@ export async function reclaimRestore(ctx: NodeContext, m: NodeMigration, req: Re
   await m.reclaimReceiver.done;
   // The frozen copy's sockets are still in repair mode: killing it sends nothing, and frees its ports.
   await killPodProcesses(rec.init, rec.holder);
+  // This node's copies of the volumes, now holding what the destination wrote, go back in place.
+  await takeVolumesBack(ctx, m, rec);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const r = await restoreInto(ctx, { netns, pin, dir: imagesDir(ctx.cluster, req.id, 'reclaim'), networkContinuity: req.networkContinuity });

@@ -98,3 +98,29 @@ export async function removeSourceCopies(ctx: NodeContext, rec: PodRecord): Prom
   // The pod's folder on this node's disk, if nothing else is in it.
   if (local(rec.volumes).length) await rmdir(path.dirname(nodeVolumeDir(ctx.cluster, ctx.node.name, rec.name, 'x'))).catch(() => {});
 }
+
+/**
+ * Moving a pod back after it served on the destination (rollback after Restore), on the source: a receiver
+ * per `local` volume into this node's own copy, which then takes what the destination wrote.
+ */
+export async function receiveVolumesBack(ctx: NodeContext, m: NodeMigration, pod: string, volumes: readonly PodVolume[] | undefined, key: Buffer): Promise<Array<{ name: string; port: number }>> {
+  const ports: Array<{ name: string; port: number }> = [];
+  for (const v of local(volumes)) {
+    const rx = await startVolumeReceiver({ host: ctx.dataHost, root: await copyDir(ctx.cluster, ctx.node.name, pod, v), key });
+    m.volumeReceivers.set(v.name, rx);
+    ports.push({ name: v.name, port: rx.port });
+  }
+  return ports;
+}
+
+/** On the destination, moving the pod back: one round of its `local` volumes to the source (see forgetSent). */
+export async function syncVolumesBack(ctx: NodeContext, id: string, rec: PodRecord, target: VolumeSyncRequest['target']): Promise<VolumeSyncReply> {
+  return roundAll(ctx, `${id}-back`, rec, target);
+}
+
+/** On the source, before the copy that came back is restored: its volumes' copies go back in place. */
+export async function takeVolumesBack(ctx: NodeContext, m: NodeMigration, rec: PodRecord): Promise<void> {
+  for (const rx of m.volumeReceivers.values()) rx.close();
+  m.volumeReceivers.clear();
+  for (const v of local(rec.volumes)) await placeCopy(ctx.cluster, ctx.node.name, rec.name, v.name, { discardDisplaced: true });
+}

@@ -74,6 +74,24 @@ test.serial('a failure after the freeze rolls back to the source copy; the desti
   t.true(j.lines > before, 'the source copy resumed and kept writing to its own volume');
   t.false(await exists(nodeVolumeDir(CLUSTER, to, 'vw', 'data')), 'nothing left on the destination');
   t.false(await exists(nodeVolumeDir(CLUSTER, from, 'vw', 'data')), 'the source copy is the one in place');
+});
+
+test.serial('moving the pod back after it served on the destination brings what it wrote there', async (t) => {
+  const list = await cliJson(['pod', 'list', '--cluster', CLUSTER]);
+  const from = list.pods.find((p: { name: string }) => p.name === 'vw').node as string;
+  const to = from === 'node-1' ? 'node-2' : 'node-1';
+  const before = (await journal('vw')).lines;
+  // The copy serves on the destination for 5 s (writing ~2500 lines there), then verification fails.
+  const s = await migrate('vw', to, 'Cold', ['--pause-at', 'DisengageHold', '--fail-at', 'TCPVerifying']);
+  t.is(s.phase, 'RolledBack', JSON.stringify(s.error));
+  t.true(s.results.RollingBack?.reclaimed, 'the copy that served on the destination was moved back');
+  t.true((await journal('vw')).lines > before + 1000, 'the journal kept what was written on the destination');
+  await new Promise((r) => setTimeout(r, 300));
+  const j = await journal('vw');
+  t.true(j.gapless, 'lines written on the destination came back with the pod, none missing');
+  const after = await cliJson(['pod', 'list', '--cluster', CLUSTER]);
+  t.is(after.pods.find((p: { name: string }) => p.name === 'vw').node, from);
+  t.false(await exists(nodeVolumeDir(CLUSTER, to, 'vw', 'data')), 'nothing left on the destination');
   await cli(['pod', 'delete', 'vw', '--cluster', CLUSTER]);
   t.deepEqual((await readdir(clusterVolumesDir(CLUSTER)).catch(() => [] as string[])).filter((d) => d !== '.disks'), [], 'pod delete removes its volumes');
   for (const n of ['node-1', 'node-2']) t.false(await exists(path.dirname(nodeVolumeDir(CLUSTER, n, 'vw', 'data'))));
