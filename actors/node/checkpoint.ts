@@ -15,8 +15,8 @@ import { encodeImages, finalPages } from '../../node-runtime/pages.js';
 import type { WriteTracker } from '../../node-runtime/wptrack.js';
 
 
-/** Work that runs with the tasks dumped and stopped, alongside the images (the volumes' last round). */
-export type AfterDump = () => Promise<VolumeSyncReply>;
+/** Work that runs with the tasks frozen, alongside the dump and the images (the volumes' last round). */
+export type WhileFrozen = () => Promise<VolumeSyncReply>;
 /** Written by a tracked freeze into the images: the pages written since the last pre-copy round. */
 export const FINAL_PAGES_FILE = 'pages.pmfinal';
 import { endedPageSocket, servePages, type PageSource } from '../../criu-shim/transfer/lazy.js';
@@ -47,14 +47,15 @@ export async function checkpoint(ctx: NodeContext, o: {
   onFrozen?: () => Promise<void>;
   /** Runs after the dump, before the images go: may add files to `dir`. */
   beforeSend?: () => Promise<void>;
-  /** Started once the tasks are dumped (stopped), alongside the images: the volumes' last round. */
-  afterDump?: AfterDump;
+  /** Started once the tasks are frozen, alongside the dump and the images: the volumes' last round. */
+  whileFrozen?: WhileFrozen;
 }): Promise<FreezeReply> {
   await rm(o.dir, { recursive: true, force: true });
   await mkdir(o.dir, { recursive: true, mode: 0o700 });
   const netnsIno = (await stat(`/run/netns/${o.netns}`)).ino;
   let frozenAtMs = 0;
   let sockets: SocketSeq[] = [];
+  let side: Promise<VolumeSyncReply> | undefined;
   // What the freeze spends, in ms since the tasks froze (logged like the restore's timeline).
   const marks: string[] = [];
   const mark = (what: string) => marks.push(`${what}@${Math.round(ctx.clock.nowMs() - frozenAtMs)}`);
@@ -72,6 +73,12 @@ export async function checkpoint(ctx: NodeContext, o: {
         frozenAtMs = ctx.clock.nowMs();
         await ctx.hold.setModes(o.pin, ['zw', 'drop-in', 'drop-out']);
         mark('held');
+        // The tasks are frozen: nothing changes the volumes any more, their last round runs while CRIU dumps.
+        side = o.whileFrozen?.().then((v) => {
+          mark('volumes');
+          return v;
+        });
+        side?.catch(() => {});
         await o.onFrozen?.();
         mark('network-lock');
       } else if (n.script === 'post-dump') {
@@ -80,11 +87,6 @@ export async function checkpoint(ctx: NodeContext, o: {
     },
   });
   mark('dumped');
-  const side = o.afterDump?.().then((v) => {
-    mark('volumes');
-    return v;
-  });
-  side?.catch(() => {});
   // The stopped tasks keep their sockets in repair mode: their sequence state is read while the images go,
   // not while CRIU waits.
   let established = 0;
@@ -128,7 +130,7 @@ export interface LazySession {
  */
 export async function checkpointLazy(ctx: NodeContext, o: {
   pid: number; netns: string; pin: string; dir: string; target: PrepareReply; socketPath: string;
-  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; afterDump?: AfterDump;
+  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; whileFrozen?: WhileFrozen;
 }): Promise<{ reply: FreezeReply; session: LazySession }> {
   const pagesPort = o.target.pagesPort;
   if (pagesPort === undefined) throw new NodeOperationError('the destination opened no page channel for post-copy');
@@ -163,7 +165,9 @@ export async function checkpointLazy(ctx: NodeContext, o: {
 export async function checkpointTracked(ctx: NodeContext, o: {
   pid: number; netns: string; pin: string; dir: string; target: PrepareReply; socketPath: string;
   tracker: WriteTracker; round: number; read: string; cleanFile: string;
-  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; afterDump?: AfterDump;
+  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; whileFrozen?: WhileFrozen;
+  /** The rounds' page set: what the dump still holds (shared memory, stacks) travels as references to it. */
+  precopyState?: string;
 }): Promise<FreezeReply> {
   const pageSocket = await endedPageSocket(o.socketPath);
   let written = 0;
@@ -180,7 +184,7 @@ export async function checkpointTracked(ctx: NodeContext, o: {
     });
     return {
       ...reply, lazyFromRounds: true, writtenBytes: written,
-      ...(final ? { referencedPages: final.referenced, finalPages: final.literal, encodeMs: final.ms } : {}),
+      ...(final ? { referencedPages: final.referenced + (reply.referencedPages ?? 0), finalPages: final.literal, encodeMs: final.ms + (reply.encodeMs ?? 0) } : {}),
     };
   } finally {
     pageSocket.close();

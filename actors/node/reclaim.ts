@@ -48,7 +48,7 @@ export async function reclaimFreeze(ctx: NodeContext, m: NodeMigration, req: Rec
   await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS, ctx.node.netns);
   m.reclaimFroze = await checkpoint(ctx, {
     pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), target: req.target,
-    ...(local ? { afterDump: () => syncVolumesBack(ctx, req.id, rec, req.target) } : {}),
+    ...(local ? { whileFrozen: () => syncVolumesBack(ctx, req.id, rec, req.target) } : {}),
   });
   return m.reclaimFroze;
 }

@@ -84,7 +84,7 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   const quiesceMs = armed.get(req.id);
   armed.delete(req.id);
   // The volumes' last round runs with the tasks stopped, alongside the images.
-  const afterDump = rec.volumes?.some((v) => v.tier === 'local') ? { afterDump: () => finalVolumeRound(ctx, req.id, rec, req.target) } : {};
+  const whileFrozen = rec.volumes?.some((v) => v.tier === 'local') ? { whileFrozen: () => finalVolumeRound(ctx, req.id, rec, req.target) } : {};
   const tracked = req.lazy ? undefined : trackedFreeze(ctx, req.id);
   if (tracked) {
     const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
@@ -93,7 +93,8 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
     try {
       reply = await checkpointTracked(ctx, {
         pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
-        socketPath: path.join(lazyDir, 'source.sock'), ...tracked, cleanFile: path.join(precopySourceDir(ctx, req.id), 'clean.bin'), ...afterDump,
+        socketPath: path.join(lazyDir, 'source.sock'), ...tracked, cleanFile: path.join(precopySourceDir(ctx, req.id), 'clean.bin'), ...whileFrozen,
+        precopyState: path.join(precopySourceDir(ctx, req.id), STATE_FILE),
         ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
         ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
       });
@@ -112,7 +113,7 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
     await mkdir(lazyDir, { recursive: true, mode: 0o700 });
     const { reply, session } = await checkpointLazy(ctx, {
       pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
-      socketPath: path.join(lazyDir, 'source.sock'), ...afterDump,
+      socketPath: path.join(lazyDir, 'source.sock'), ...whileFrozen,
       ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
       ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
     });
@@ -122,7 +123,7 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   const state = path.join(precopySourceDir(ctx, req.id), STATE_FILE);
   const precopied = await stat(state).then(() => true, () => false);
   return checkpoint(ctx, {
-    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target, ...afterDump,
+    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target, ...whileFrozen,
     ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
     ...(precopied ? { precopyState: state } : {}),
     ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),

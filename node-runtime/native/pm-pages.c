@@ -3,7 +3,8 @@
 //
 //   pm-pages round  --pid PID --state FILE --out FILE [--map FILE --read FILE [--only FILE]]
 //       Reads every private writable page of the pod (every process of PID's pid namespace, with
-//       process_vm_readv: the pod keeps running) and writes each page whose hash is not in STATE as a record
+//       process_vm_readv: the pod keeps running), and all of its shared anonymous memory (by content only,
+//       never into MAP or READ), and writes each page whose hash is not in STATE as a record
 //       [u64 hash][4096 bytes] to OUT; adds those hashes to STATE (the set the destination holds).
 //       When writes are tracked (pm-wptrack): MAP gets {u32 vpid, u32 0, u64 vaddr, u64 hash} for every page
 //       read and READ the ranges read; with ONLY (ranges written since the last round), just those are read.
@@ -107,7 +108,59 @@ struct round_ctx {
 	struct page_range last; /* the range being extended, not yet written to `read` */
 	unsigned char *buf;
 	unsigned long pages, fresh;
+	/* Shared anonymous memory (SysV or MAP_SHARED|MAP_ANONYMOUS) already read, by inode and offset. */
+	unsigned long seen[256][2];
+	size_t nseen;
 };
+
+/*
+ * Shared anonymous memory: every round reads all of it (writes to it are not tracked), once per segment
+ * however many processes map it, by content only: its pages go to OUT and STATE, never to MAP or READ (the
+ * lazy restore serves private memory; CRIU dumps shared memory into the images, which `encode` turns into
+ * references to what the rounds delivered).
+ */
+static void round_shared(int pid, struct round_ctx *c)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	FILE *maps = fopen(path, "r");
+	if (!maps)
+		return;
+	while (fgets(line, sizeof(line), maps)) {
+		unsigned long start, end, offset, inode;
+		char perms[8], dev[16];
+		int at = 0;
+		if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &start, &end, perms, &offset, dev, &inode, &at) < 6 || perms[1] != 'w' ||
+		    perms[3] != 's' || !(strstr(line + at, "/dev/zero (deleted)") || strstr(line + at, "/SYSV")))
+			continue;
+		size_t k = 0;
+		while (k < c->nseen && !(c->seen[k][0] == inode && c->seen[k][1] == offset))
+			k++;
+		if (k < c->nseen)
+			continue;
+		if (c->nseen < sizeof(c->seen) / sizeof(c->seen[0])) {
+			c->seen[c->nseen][0] = inode;
+			c->seen[c->nseen][1] = offset;
+			c->nseen++;
+		}
+		for (unsigned long a = start; a < end; a += CHUNK) {
+			size_t len = end - a < CHUNK ? end - a : CHUNK;
+			struct iovec local = { c->buf, len }, remote = { (void *)a, len };
+			ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+			for (size_t off = 0; got > 0 && off + PAGE <= (size_t)got; off += PAGE) {
+				uint64_t h = hash_page(c->buf + off);
+				c->pages++;
+				if (set_has(c->sent, h, NULL))
+					continue;
+				set_add(c->sent, h, 0);
+				write_all(c->out, &h, sizeof(h), "round output");
+				write_all(c->out, c->buf + off, PAGE, "round output");
+				c->fresh++;
+			}
+		}
+	}
+	fclose(maps);
+}
 
 static void round_pid(int pid, void *arg)
 {
@@ -173,6 +226,7 @@ static void round_pid(int pid, void *arg)
 		}
 	}
 	fclose(maps);
+	round_shared(pid, c);
 }
 
 static struct page_range *load_ranges(const char *file, size_t *n)
@@ -197,7 +251,7 @@ static int cmd_round(int pid, const char *state, const char *out, const char *ma
 	struct set sent;
 	set_load(&sent, state);
 	struct round_ctx c = { &sent, fopen(out, "w"), NULL, 0, map ? fopen(map, "w") : NULL, read ? fopen(read, "w") : NULL, { 0 },
-			       aligned_alloc(PAGE, CHUNK), 0, 0 };
+			       aligned_alloc(PAGE, CHUNK), 0, 0, { { 0 } }, 0 };
 	if (read && !c.read)
 		die(read);
 	if (only)
