@@ -23,11 +23,17 @@ import { endedPageSocket, servePages, type PageSource } from '../../criu-shim/tr
 import { countPages, PAGE_BYTES, PE_LAZY } from '../../criu-shim/images/pagemap.js';
 import type { NodeContext } from './context.js';
 
-async function dirBytes(dir: string): Promise<number> {
+async function dirBytes(dir: string, only?: (name: string) => boolean): Promise<number> {
   let total = 0;
-  for (const f of await readdir(dir)) total += (await stat(path.join(dir, f))).size;
+  for (const f of await readdir(dir)) if (!only || only(f)) total += (await stat(path.join(dir, f))).size;
   return total;
 }
+
+/**
+ * A lazy dump's pages-*.img hold only what is not lazy (shared memory, stacks): below this, sending them is
+ * cheaper than encoding them against the rounds' page set (loading the set alone costs tens of ms at 1 GiB).
+ */
+const ENCODE_LAZY_DUMP_MIN_BYTES = 8 << 20;
 
 /**
  * Checkpoints the pod whose init is `pid` into `dir` and streams the images to `target`. At network-lock
@@ -99,7 +105,8 @@ export async function checkpoint(ctx: NodeContext, o: {
   await o.beforeSend?.();
   const dumpMs = ctx.clock.nowMs() - frozenAtMs;
   const bytes = await dirBytes(o.dir);
-  const encoded = o.precopyState === undefined ? undefined : await encodeImages(o.dir, o.precopyState);
+  const worth = o.precopyState !== undefined && (o.lazyPagesSocket === undefined || (await dirBytes(o.dir, (f) => /^pages-\d+\.img$/.test(f))) >= ENCODE_LAZY_DUMP_MIN_BYTES);
+  const encoded = worth ? await encodeImages(o.dir, o.precopyState!) : undefined;
   const t0 = ctx.clock.nowMs();
   mark('encoded');
   const sent = await sendDirectory({
