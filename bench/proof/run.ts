@@ -199,7 +199,7 @@ interface Drain {
   downtimeMs: number;
   copiedBytes: number;
   newIp: string;
-  pgbench: { processed: number; failed: number; abortedClients: number; exit: number };
+  pgbench: { processed: number; failed: number; abortedClients: number; exit: number; errors: string[] };
   consistent: boolean;
   totals: string;
 }
@@ -233,7 +233,8 @@ async function drainBaseline(nc: Parameters<typeof request>[0], netns: string, f
   const c = await pgbenchConsistent(netns, again.ip);
   const d: Drain = {
     from, to, stopMs: stopped - t0, copyMs: copied - stopped, startMs: ready - copied, downtimeMs: ready - t0, copiedBytes, newIp: again.ip,
-    pgbench: { processed: b.processed, failed: b.failed, abortedClients: (b.output.match(/client \d+ aborted/g) ?? []).length, exit: b.code },
+    pgbench: { processed: b.processed, failed: b.failed, abortedClients: new Set([...b.output.matchAll(/client (\d+) (?:script \d+ )?aborted/g)].map((x) => x[1])).size, exit: b.code,
+      errors: b.output.split('\n').filter((l) => /error|abort/i.test(l)).slice(0, 10) },
     consistent: c.ok, totals: c.totals,
   };
   process.stdout.write(`drain ${from} → ${to}: down ${d.downtimeMs} ms (stop ${d.stopMs}, copy ${d.copyMs}, start ${d.startMs}), ${d.pgbench.abortedClients} clients aborted, new IP ${d.newIp}\n`);
