@@ -113,6 +113,17 @@ struct round_ctx {
 	size_t nseen;
 };
 
+/* A page read this round: it goes to OUT (and STATE) unless the destination holds its content already. */
+static void offer_page(struct round_ctx *c, uint64_t h, const unsigned char *page)
+{
+	if (set_has(c->sent, h, NULL))
+		return;
+	set_add(c->sent, h, 0);
+	write_all(c->out, &h, sizeof(h), "round output");
+	write_all(c->out, page, PAGE, "round output");
+	c->fresh++;
+}
+
 /*
  * Shared anonymous memory: every round reads all of it (writes to it are not tracked), once per segment
  * however many processes map it, by content only: its pages go to OUT and STATE, never to MAP or READ (the
@@ -150,12 +161,7 @@ static void round_shared(int pid, struct round_ctx *c)
 			for (size_t off = 0; got > 0 && off + PAGE <= (size_t)got; off += PAGE) {
 				uint64_t h = hash_page(c->buf + off);
 				c->pages++;
-				if (set_has(c->sent, h, NULL))
-					continue;
-				set_add(c->sent, h, 0);
-				write_all(c->out, &h, sizeof(h), "round output");
-				write_all(c->out, c->buf + off, PAGE, "round output");
-				c->fresh++;
+				offer_page(c, h, c->buf + off);
 			}
 		}
 	}
@@ -216,12 +222,7 @@ static void round_pid(int pid, void *arg)
 					write_all(c->map, head, sizeof(head), "round map");
 					write_all(c->map, rec, sizeof(rec), "round map");
 				}
-				if (set_has(c->sent, h, NULL))
-					continue;
-				set_add(c->sent, h, 0);
-				write_all(c->out, &h, sizeof(h), "round output");
-				write_all(c->out, c->buf + off, PAGE, "round output");
-				c->fresh++;
+				offer_page(c, h, c->buf + off);
 			}
 		}
 	}
