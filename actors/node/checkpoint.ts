@@ -62,6 +62,7 @@ export async function checkpoint(ctx: NodeContext, o: {
   let frozenAtMs = 0;
   let sockets: SocketSeq[] = [];
   let side: Promise<VolumeSyncReply> | undefined;
+  let quiesce: string | undefined;
   // What the freeze spends, in ms since the tasks froze (logged like the restore's timeline).
   const marks: string[] = [];
   const mark = (what: string) => marks.push(`${what}@${Math.round(ctx.clock.nowMs() - frozenAtMs)}`);
@@ -73,8 +74,11 @@ export async function checkpoint(ctx: NodeContext, o: {
     onNotify: async (n) => {
       if (n.script === 'pre-dump' && o.zeroWindowQuiesceMs !== undefined) {
         // CRIU's ~100 ms of start-up is behind us: the peers stop sending only now, just before the freeze.
+        const closedAt = ctx.clock.nowMs();
         await ctx.hold.setModes(o.pin, ['zw']);
-        await ctx.hold.quiesce(o.pin, o.zeroWindowQuiesceMs, ctx.node.netns);
+        const q = await ctx.hold.quiesce(o.pin, o.zeroWindowQuiesceMs, ctx.node.netns);
+        // How long the peers waited under the zero window before the freeze (clients feel it too).
+        quiesce = `${q.settled ? 'settled' : 'not settled'} after ${Math.round(q.waitedMs)} ms, window closed ${Math.round(ctx.clock.nowMs() - closedAt)} ms before the freeze`;
       } else if (n.script === 'network-lock') {
         frozenAtMs = ctx.clock.nowMs();
         await ctx.hold.setModes(o.pin, ['zw', 'drop-in', 'drop-out']);
@@ -117,7 +121,7 @@ export async function checkpoint(ctx: NodeContext, o: {
   mark('sent');
   await seqs;
   const vol = await side;
-  ctx.log.info({ marks }, 'freeze timeline (ms since the tasks froze)');
+  ctx.log.info({ marks, ...(quiesce ? { quiesce } : {}) }, 'freeze timeline (ms since the tasks froze)');
   return {
     frozenAtMs, dumpMs, transferMs, bytes, files: sent.files, sockets, wireBytes: sent.bytes, established,
     ...(encoded ? { referencedPages: encoded.referenced, encodeMs: encoded.ms } : {}),
