@@ -63,6 +63,10 @@ export async function preparePod(ctx: NodeContext, m: NodeMigration, req: Prepar
     return m.pageSink?.startDaemon({ criuPath: criuBinary(), connectExecPath: path.join(NATIVE_DIR, 'pm-connect-exec'), dir });
   });
   m.lazyDaemonStart.catch(() => {});
+  // Images that carry pages as references to the pre-copy rounds are rebuilt as soon as they are in, while
+  // the overlay is handed over, not after the restore request.
+  m.decoding = m.receiver.done.then(() => decodeIfPrecopied(ctx, req.id, dir));
+  m.decoding.catch(() => {});
   const volumes = req.volumes?.length ? await prepareVolumes(ctx, m, req, key) : [];
   m.prepared = { host: m.receiver.host, port: m.receiver.port, key, ...(m.pageSink ? { pagesPort: m.pageSink.port } : {}), ...(volumes.length ? { volumes } : {}) };
   return m.prepared;
@@ -75,7 +79,7 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   await m.receiver.done;
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
-  const decoded = await decodeIfPrecopied(ctx, req.id, imagesDir(ctx.cluster, req.id, 'destination'));
+  const decoded = await (m.decoding ?? decodeIfPrecopied(ctx, req.id, imagesDir(ctx.cluster, req.id, 'destination')));
   const dir = imagesDir(ctx.cluster, req.id, 'destination');
   // A lazy restore (PostCopy, or a tracked pre-copy): its daemon must listen before the restore starts.
   m.lazyDaemon = m.lazyDaemonStart ? await m.lazyDaemonStart : undefined;

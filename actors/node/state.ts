@@ -35,6 +35,8 @@ export interface NodeMigration {
   lazyDaemon?: LazyDaemon;
   /** Either daemon, started once the images are in (undefined: the restore is not lazy). */
   lazyDaemonStart?: Promise<LazyDaemon | undefined>;
+  /** Pages images rebuilt from the pre-copy caches, started as soon as the images are in. */
+  decoding?: Promise<{ fromCache: number; ms: number }>;
   /** Pre-copy with tracked writes, on the destination: the store of the pages that arrived, and its last round. */
   pageStore?: PageStore;
   storeRound?: number;
