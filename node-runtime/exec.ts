@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { NodeOperationError } from '../bus/errors.js';
 
@@ -222,13 +223,9 @@ class Spawnd {
   }
 }
 
-function errnoName(n: number): string {
-  return n === 2 ? 'spawn ENOENT' : n === 13 ? 'spawn EACCES' : `spawn errno ${n}`;
-}
-
-function signalName(n: number): string {
-  return n === 9 ? 'SIGKILL' : n === 15 ? 'SIGTERM' : `signal ${n}`;
-}
+const nameOf = (table: Record<string, number>, n: number) => Object.entries(table).find(([, v]) => v === n)?.[0];
+const errnoName = (n: number) => `spawn ${nameOf(os.constants.errno, n) ?? `errno ${n}`}`;
+const signalName = (n: number) => nameOf(os.constants.signals, n) ?? `signal ${n}`;
 
 let runner: Spawnd | undefined;
 /** The helper, when it is built and has not failed; PODMOTION_SPAWND=off forks every command directly. */

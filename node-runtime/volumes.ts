@@ -92,16 +92,12 @@ export async function placeCopy(cluster: string, node: string, pod: string, volu
   if (!(await exists(incoming))) throw new NodeOperationError(`volume ${volume} of pod ${pod}: ${node} has no copy of it`);
   if (current !== undefined) {
     const home = nodeVolumeDir(cluster, current, pod, volume);
+    const away = o.discardDisplaced ? `${home}.discarded` : home;
     await rm(home, { recursive: true, force: true });
-    if (o.discardDisplaced) {
-      const doomed = `${home}.discarded`;
-      await mkdir(path.dirname(home), { recursive: true, mode: 0o700 });
-      await rename(target, doomed);
-      await rm(doomed, { recursive: true, force: true });
-    } else {
-      await mkdir(path.dirname(home), { recursive: true, mode: 0o700 });
-      await rename(target, home);
-    }
+    if (away !== home) await rm(away, { recursive: true, force: true });
+    await mkdir(path.dirname(home), { recursive: true, mode: 0o700 });
+    await rename(target, away);
+    if (o.discardDisplaced) await rm(away, { recursive: true, force: true });
   } else {
     await rm(target, { recursive: true, force: true });
   }

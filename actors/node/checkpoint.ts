@@ -13,20 +13,25 @@ import { criuBinary, NATIVE_DIR } from '../../node-runtime/constants.js';
 import { inventory, readSeqs } from '../../node-runtime/sockets.js';
 import { encodeImages, finalPages } from '../../node-runtime/pages.js';
 import type { WriteTracker } from '../../node-runtime/wptrack.js';
-
+import { endedPageSocket, servePages, type PageSource } from '../../criu-shim/transfer/lazy.js';
+import { countPages, PAGE_BYTES, PE_LAZY } from '../../criu-shim/images/pagemap.js';
+import type { NodeContext } from './context.js';
 
 /** Work that runs with the tasks frozen, alongside the dump and the images (the volumes' last round). */
 export type WhileFrozen = () => Promise<VolumeSyncReply>;
 /** Written by a tracked freeze into the images: the pages written since the last pre-copy round. */
 export const FINAL_PAGES_FILE = 'pages.pmfinal';
-import { endedPageSocket, servePages, type PageSource } from '../../criu-shim/transfer/lazy.js';
-import { countPages, PAGE_BYTES, PE_LAZY } from '../../criu-shim/images/pagemap.js';
-import type { NodeContext } from './context.js';
 
-async function dirBytes(dir: string, only?: (name: string) => boolean): Promise<number> {
+/** Bytes of a checkpoint's files, and of its pages-*.img among them. */
+async function dirBytes(dir: string): Promise<{ total: number; pages: number }> {
   let total = 0;
-  for (const f of await readdir(dir)) if (!only || only(f)) total += (await stat(path.join(dir, f))).size;
-  return total;
+  let pages = 0;
+  for (const f of await readdir(dir)) {
+    const size = (await stat(path.join(dir, f))).size;
+    total += size;
+    if (/^pages-\d+\.img$/.test(f)) pages += size;
+  }
+  return { total, pages };
 }
 
 /**
@@ -108,9 +113,9 @@ export async function checkpoint(ctx: NodeContext, o: {
   seqs.catch(() => {});
   await o.beforeSend?.();
   const dumpMs = ctx.clock.nowMs() - frozenAtMs;
-  const bytes = await dirBytes(o.dir);
-  const worth = o.precopyState !== undefined && (o.lazyPagesSocket === undefined || (await dirBytes(o.dir, (f) => /^pages-\d+\.img$/.test(f))) >= ENCODE_LAZY_DUMP_MIN_BYTES);
-  const encoded = worth ? await encodeImages(o.dir, o.precopyState!) : undefined;
+  const { total: bytes, pages: pagesBytes } = await dirBytes(o.dir);
+  const state = o.precopyState;
+  const encoded = state !== undefined && (o.lazyPagesSocket === undefined || pagesBytes >= ENCODE_LAZY_DUMP_MIN_BYTES) ? await encodeImages(o.dir, state) : undefined;
   const t0 = ctx.clock.nowMs();
   mark('encoded');
   const sent = await sendDirectory({

@@ -18,7 +18,7 @@ import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runti
 import type { NodeContext } from './context.js';
 import { sleep } from '../../common/clock.js';
 import type { HoldCounters } from './hold.js';
-import { finalVolumeRound, forgetSent, reattachSource, removeSourceCopies } from './volumes.js';
+import { forgetSent, reattachSource, removeSourceCopies, volumeRound } from './volumes.js';
 
 /** How long cutover waits for a finished post-copy session to close before closing it itself. */
 const LAZY_END_WAIT_MS = 10_000;
@@ -84,7 +84,7 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   const quiesceMs = armed.get(req.id);
   armed.delete(req.id);
   // The volumes' last round runs with the tasks stopped, alongside the images.
-  const whileFrozen = rec.volumes?.some((v) => v.tier === 'local') ? { whileFrozen: () => finalVolumeRound(ctx, req.id, rec, req.target) } : {};
+  const whileFrozen = rec.volumes?.some((v) => v.tier === 'local') ? { whileFrozen: () => volumeRound(ctx, req.id, rec, req.target) } : {};
   const tracked = req.lazy ? undefined : trackedFreeze(ctx, req.id);
   if (tracked) {
     const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');

@@ -29,26 +29,25 @@ export async function prepareVolumes(ctx: NodeContext, m: NodeMigration, req: Pr
     }
     const root = nodeVolumeDir(ctx.cluster, ctx.node.name, req.pod, v.name);
     await rm(root, { recursive: true, force: true });
-    const rx = await startVolumeReceiver({ host: ctx.dataHost, root, key });
-    m.volumeReceivers.set(v.name, rx);
-    ports.push({ name: v.name, port: rx.port });
+    ports.push(await receiveInto(ctx, m, v.name, root, key));
   }
   return ports;
+}
+
+async function receiveInto(ctx: NodeContext, m: NodeMigration, volume: string, root: string, key: Buffer): Promise<{ name: string; port: number }> {
+  const rx = await startVolumeReceiver({ host: ctx.dataHost, root, key });
+  m.volumeReceivers.set(volume, rx);
+  return { name: volume, port: rx.port };
 }
 
 /** Source, per migration and volume: the blocks sent so far, so that later rounds send only changes. */
 const sent = new Map<string, SendState>();
 const sentKey = (id: string, volume: string) => `${id}/${volume}`;
 
-/** Source: one round of every `local` volume to the destination's receivers. */
+/** Source: one round of every `local` volume to the destination's receivers (the bus verb vol.sync). */
 export async function syncVolumes(ctx: NodeContext, req: VolumeSyncRequest): Promise<VolumeSyncReply> {
   const rec = await sourcePod(ctx, req.pod);
-  return roundAll(ctx, req.id, rec, req.target);
-}
-
-/** The last round, with the pod frozen: run alongside the images by the freeze. */
-export async function finalVolumeRound(ctx: NodeContext, id: string, rec: PodRecord, target: VolumeSyncRequest['target']): Promise<VolumeSyncReply> {
-  return roundAll(ctx, id, rec, target);
+  return volumeRound(ctx, req.id, rec, req.target);
 }
 
 /** Source, at cutover or rollback: what was sent no longer matters. */
@@ -56,7 +55,8 @@ export function forgetSent(id: string): void {
   for (const k of [...sent.keys()]) if (k.startsWith(`${id}/`)) sent.delete(k);
 }
 
-async function roundAll(ctx: NodeContext, id: string, rec: PodRecord, target: VolumeSyncRequest['target']): Promise<VolumeSyncReply> {
+/** One round of every `local` volume of `rec` to `target`'s receivers; the freeze runs the last one. */
+export async function volumeRound(ctx: NodeContext, id: string, rec: PodRecord, target: VolumeSyncRequest['target']): Promise<VolumeSyncReply> {
   const t0 = ctx.clock.nowMs();
   const stats = await Promise.all(local(rec.volumes).map(async (v) => {
     const port = target.volumes?.find((x) => x.name === v.name)?.port;
@@ -105,22 +105,18 @@ export async function removeSourceCopies(ctx: NodeContext, rec: PodRecord): Prom
  */
 export async function receiveVolumesBack(ctx: NodeContext, m: NodeMigration, pod: string, volumes: readonly PodVolume[] | undefined, key: Buffer): Promise<Array<{ name: string; port: number }>> {
   const ports: Array<{ name: string; port: number }> = [];
-  for (const v of local(volumes)) {
-    const rx = await startVolumeReceiver({ host: ctx.dataHost, root: await copyDir(ctx.cluster, ctx.node.name, pod, v), key });
-    m.volumeReceivers.set(v.name, rx);
-    ports.push({ name: v.name, port: rx.port });
-  }
+  for (const v of local(volumes)) ports.push(await receiveInto(ctx, m, v.name, await copyDir(ctx.cluster, ctx.node.name, pod, v), key));
   return ports;
 }
 
 /** On the destination, moving the pod back: one round of its `local` volumes to the source (see forgetSent). */
 export async function syncVolumesBack(ctx: NodeContext, id: string, rec: PodRecord, target: VolumeSyncRequest['target']): Promise<VolumeSyncReply> {
-  return roundAll(ctx, `${id}-back`, rec, target);
+  return volumeRound(ctx, `${id}-back`, rec, target);
 }
 
 /** On the source, before the copy that came back is restored: its volumes' copies go back in place. */
 export async function takeVolumesBack(ctx: NodeContext, m: NodeMigration, rec: PodRecord): Promise<void> {
   for (const rx of m.volumeReceivers.values()) rx.close();
   m.volumeReceivers.clear();
-  for (const v of local(rec.volumes)) await placeCopy(ctx.cluster, ctx.node.name, rec.name, v.name, { discardDisplaced: true });
+  await reattachSource(ctx, rec);
 }

@@ -17,14 +17,14 @@
  *                      'X' u16 pathLen path (delete)   'E' (end)
  *   receiver → sender: "ok" or the reason the round failed, then close
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
 import { chmod, chown, lstat, mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import type tls from 'node:tls';
 import { NodeOperationError } from '../../bus/errors.js';
 import { listenEphemeral, pskConnect, pskServer } from '../../criu-shim/transfer/psk.js';
-import { Inbox } from '../../criu-shim/transfer/inbox.js';
+import { Inbox, writeAll } from '../../criu-shim/transfer/inbox.js';
 
 const PSK_IDENTITY = 'podmotion-volume';
 const CHUNK = 4 << 20;
@@ -119,22 +119,7 @@ export function mayHaveChanged(mine: Entry, theirs: Entry | undefined): boolean 
   return theirs.copiedAtMs === undefined || mine.mtimeMs >= theirs.copiedAtMs - MTIME_SLACK_MS;
 }
 
-/** A fresh key for one migration's volume streams. */
-export function newVolumeKey(): Buffer {
-  return randomBytes(32);
-}
-
-function write(sock: tls.TLSSocket, b: Buffer): Promise<void> {
-  if (sock.destroyed) return Promise.reject(new NodeOperationError('volume receiver closed the stream'));
-  if (sock.write(b)) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const onDrain = () => { sock.off('close', onClose); resolve(); };
-    const onClose = () => { sock.off('drain', onDrain); reject(new NodeOperationError('volume stream closed while sending')); };
-    sock.once('drain', onDrain);
-    sock.once('close', onClose);
-  });
-}
-
+const write = (sock: tls.TLSSocket, b: Buffer) => writeAll(sock, b, 'volume');
 const u16 = (n: number) => { const b = Buffer.alloc(2); b.writeUInt16BE(n); return b; };
 const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
 const pathFrame = (p: string) => { const b = Buffer.from(p, 'utf8'); return Buffer.concat([u16(b.length), b]); };
@@ -412,15 +397,6 @@ async function sendFile(sock: tls.TLSSocket, root: string, rel: string, base?: B
   } finally {
     await fh.close();
   }
-}
-
-/** Bytes and files under a tree (for status and checks). */
-export async function treeSize(root: string): Promise<{ files: number; bytes: number }> {
-  const m = await manifestOf(root);
-  let files = 0;
-  let bytes = 0;
-  for (const e of Object.values(m)) if (e.type === 'file') { files++; bytes += e.size; }
-  return { files, bytes };
 }
 
 /** SHA-256 over every file's path and content, in path order: equal trees have equal digests. */

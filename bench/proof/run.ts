@@ -24,7 +24,8 @@ import { codecs } from '../../node-runtime/agent.js';
 import { runMigration } from '../../cli/migrate-commands.js';
 import { PROJECT_ROOT } from '../../node-runtime/constants.js';
 import { PG_POD_SCRIPT, PG_PORT, pgbench, pgbenchConsistent, pgbenchInit } from '../../cli/postgres.js';
-import { newVolumeKey, sendRound, startVolumeReceiver } from '../../actors/storage/sync.js';
+import { sendRound, startVolumeReceiver } from '../../actors/storage/sync.js';
+import { newTransferKey } from '../../criu-shim/transfer/index.js';
 import { nodeVolumeDir, podVolumePath } from '../../node-runtime/constants.js';
 import type { MigrationStatus, Strategy } from '../../machines/index.js';
 
@@ -177,7 +178,7 @@ async function main(): Promise<void> {
       const a = r.frozenAtMs ?? r.startedAtMs;
       const b = r.resumedAtMs ?? r.endedAtMs;
       const near = txs.filter((t) => t.endMs >= a && t.endMs <= b + 2000);
-      r.stallMs = near.length ? Math.round(Math.max(...near.map((t) => t.latencyMs))) : undefined as never;
+      if (near.length) r.stallMs = Math.round(Math.max(...near.map((t) => t.latencyMs)));
       r.tpsBefore = tpsIn(txs, r.startedAtMs - WINDOW_MS, r.startedAtMs);
       r.tpsDuring = tpsIn(txs, r.startedAtMs, r.endedAtMs);
       r.tpsAfter = tpsIn(txs, r.endedAtMs, r.endedAtMs + WINDOW_MS);
@@ -216,7 +217,7 @@ async function drainBaseline(nc: Parameters<typeof request>[0], netns: string, f
   const t0 = Date.now();
   await request(nc, Subjects.node(from, 'pod.delete'), codecs.podRef, codecs.podInfo, { name: pod.name, keepVolumes: true }, { timeoutMs: 30_000 });
   const stopped = Date.now();
-  const key = newVolumeKey();
+  const key = newTransferKey();
   const rx = await startVolumeReceiver({ host: '127.0.0.1', root: nodeVolumeDir(CLUSTER, to, pod.name, 'data'), key });
   let copiedBytes = 0;
   try {

@@ -1,4 +1,4 @@
-/** What a TLS stream receiver has read ahead: the image stream's and the volume stream's. */
+/** Both ends of a TLS stream (the image stream's and the volume stream's): what a receiver has read ahead, and writes with backpressure. */
 import type tls from 'node:tls';
 import { NodeOperationError } from '../../bus/errors.js';
 
@@ -67,4 +67,17 @@ export class Inbox {
     while (this.length < n) await this.more();
     return this.take(n);
   }
+}
+
+/** Writes to the socket, waiting for drain when its buffer is full (backpressure without a pipeline). */
+export function writeAll(sock: tls.TLSSocket, buf: Buffer, label: string): Promise<void> {
+  // A receiver that refused the stream has reset the connection: 'close' may already have fired.
+  if (sock.destroyed) return Promise.reject(new NodeOperationError(`${label} receiver closed the stream`));
+  if (sock.write(buf)) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const onDrain = () => { sock.off('close', onClose); resolve(); };
+    const onClose = () => { sock.off('drain', onDrain); reject(new NodeOperationError(`${label} stream closed while sending`)); };
+    sock.once('drain', onDrain);
+    sock.once('close', onClose);
+  });
 }

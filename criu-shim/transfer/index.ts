@@ -10,7 +10,7 @@ import path from 'node:path';
 import type tls from 'node:tls';
 import { NodeOperationError } from '../../bus/errors.js';
 import { listenEphemeral, pskConnect, pskServer } from './psk.js';
-import { Inbox } from './inbox.js';
+import { Inbox, writeAll } from './inbox.js';
 
 const PSK_IDENTITY = 'podmotion-images';
 /** Upper bounds on what a receiver accepts: a checkpoint is many files, but not unboundedly many. */
@@ -137,20 +137,6 @@ function header(name: string, size: number): Buffer {
   return h;
 }
 
-/** Writes to the socket, waiting for drain when its buffer is full (backpressure without a pipeline). */
-function writeAll(sock: tls.TLSSocket, buf: Buffer): Promise<void> {
-  // A receiver that refused the stream has reset the connection: 'close' may already have fired.
-  if (sock.destroyed) return Promise.reject(new NodeOperationError('image receiver closed the stream'));
-  if (sock.write(buf)) return Promise.resolve();
-  return new Promise<void>((resolve, reject) => {
-    const onDrain = () => { sock.off('close', onClose); resolve(); };
-    const onClose = () => { sock.off('drain', onDrain); reject(new NodeOperationError('image stream closed while sending')); };
-    sock.once('drain', onDrain);
-    sock.once('close', onClose);
-  });
-}
-
-/** Sends one file in large reads: images are read once, in order, inside the freeze. */
 /** Paces a stream to a bandwidth cap: after each piece, waits until the average rate is back under it. */
 class Pacer {
   private sent = 0;
@@ -164,6 +150,7 @@ class Pacer {
   }
 }
 
+/** Sends one file in large reads: images are read once, in order, inside the freeze. */
 async function sendFile(sock: tls.TLSSocket, file: string, size: number, pacer: Pacer): Promise<void> {
   const fh = await open(file, 'r');
   try {
@@ -173,7 +160,7 @@ async function sendFile(sock: tls.TLSSocket, file: string, size: number, pacer: 
       const { bytesRead } = await fh.read(buf, 0, buf.length, size - left);
       if (bytesRead === 0) throw new NodeOperationError(`image ${path.basename(file)} shrank while being sent`);
       left -= bytesRead;
-      await writeAll(sock, buf.subarray(0, bytesRead));
+      await writeAll(sock, buf.subarray(0, bytesRead), 'image');
       await pacer.account(bytesRead);
     }
   } finally {
@@ -221,7 +208,7 @@ export async function sendDirectory(opts: { host: string; port: number; key: Buf
       const out = Buffer.concat(batch);
       batch = [];
       batched = 0;
-      await writeAll(sock, out);
+      await writeAll(sock, out, 'image');
       await pacer.account(out.length);
     };
     for (const e of await entries) {
@@ -232,7 +219,7 @@ export async function sendDirectory(opts: { host: string; port: number; key: Buf
         if ((batched += e.data.length) >= SEND_CHUNK_BYTES) await flush();
       } else {
         await flush();
-        await writeAll(sock, header(e.name, e.st.size));
+        await writeAll(sock, header(e.name, e.st.size), 'image');
         await sendFile(sock, e.file, e.st.size, pacer);
       }
       files++;

@@ -6,7 +6,8 @@ import test from 'ava';
 import { chmod, mkdtemp, mkdir, open, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { mayHaveChanged, newVolumeKey, safeRelative, sendRound, startVolumeReceiver, treeDigest, type SendState } from '../../actors/storage/sync.js';
+import { mayHaveChanged, safeRelative, sendRound, startVolumeReceiver, treeDigest, type SendState } from '../../actors/storage/sync.js';
+import { newTransferKey } from '../../criu-shim/transfer/index.js';
 
 test('rounds copy a tree, then only what changed, and the trees end identical', async (t) => {
   const base = await mkdtemp(path.join(tmpdir(), 'pm-volsync-'));
@@ -19,7 +20,7 @@ test('rounds copy a tree, then only what changed, and the trees end identical', 
   for (let i = 0; i < 30; i++) await writeFile(path.join(src, 'base', '1', `rel${i}`), Buffer.alloc(8192 * (i + 1), i));
   await writeFile(path.join(src, 'pg_wal', 'seg'), Buffer.alloc(5 << 20, 7), { mode: 0o640 });
   await writeFile(path.join(src, 'gone'), 'bye');
-  const key = newVolumeKey();
+  const key = newTransferKey();
   const rx = await startVolumeReceiver({ host: '127.0.0.1', root: dst, key });
   t.teardown(() => rx.close());
   const send = () => sendRound({ host: rx.host, port: rx.port, key, root: src });
@@ -76,9 +77,9 @@ test('a sender with the wrong key delivers nothing', async (t) => {
   t.teardown(() => rm(base, { recursive: true, force: true }));
   await mkdir(path.join(base, 'src'));
   await writeFile(path.join(base, 'src', 'secret'), 'data');
-  const rx = await startVolumeReceiver({ host: '127.0.0.1', root: path.join(base, 'dst'), key: newVolumeKey() });
+  const rx = await startVolumeReceiver({ host: '127.0.0.1', root: path.join(base, 'dst'), key: newTransferKey() });
   t.teardown(() => rx.close());
-  await t.throwsAsync(sendRound({ host: rx.host, port: rx.port, key: newVolumeKey(), root: path.join(base, 'src') }));
+  await t.throwsAsync(sendRound({ host: rx.host, port: rx.port, key: newTransferKey(), root: path.join(base, 'src') }));
   await t.throwsAsync(stat(path.join(base, 'dst', 'secret')));
 });
 
@@ -89,7 +90,7 @@ test('a file the receiver already holds travels as the blocks that changed', asy
   await mkdir(src);
   const seg = path.join(src, 'wal');
   await writeFile(seg, Buffer.alloc(16 << 20, 1));
-  const key = newVolumeKey();
+  const key = newTransferKey();
   const rx = await startVolumeReceiver({ host: '127.0.0.1', root: path.join(base, 'dst'), key });
   t.teardown(() => rx.close());
   const state: SendState = new Map();
