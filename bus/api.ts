@@ -2,6 +2,7 @@
  * The coordinator's API (`podmotion.v1.api.*`) and migration events: the messages the CLI, the CR bridge
  * and the inspector exchange with the coordinator. Shapes mirror machines/status.ts.
  */
+import { NodeRegistration } from './messages.js';
 import { arr, bool, json, literal, num, obj, optional, record, str, type Infer } from './schema.js';
 
 const name = () => str({ minLength: 1, maxLength: 63, pattern: /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/ });
@@ -61,6 +62,8 @@ export const MigrateRequest = obj({
   bandwidthMbps: optional(num({ min: 1, max: 1_000_000 })),
   /** PreCopy only: when the rounds stall or hit a limit instead of converging, finish with PostCopy. */
   allowPostCopy: optional(bool()),
+  /** Per-phase time limits (ms) that replace the defaults, keyed by phase name. */
+  timeouts: optional(record(num({ min: 1 }), { maxKeys: 32 })),
   /** Test hook: fail after this phase's real work; refused unless the coordinator runs with test hooks. */
   failAt: optional(PhaseSchema),
   /** Test hook: after this phase's real work, wait (a window for cancel or a coordinator crash). */
@@ -111,6 +114,26 @@ export const EstimateApiReply = obj({
   predictionBasis: str({ maxLength: 512 }),
 });
 export type EstimateApiReply = Infer<typeof EstimateApiReply>;
+
+/**
+ * Admission check (the Kubernetes webhook asks it): would a migrate request with these fields be accepted
+ * now? Answered from the registry, the pods and the migrations in flight; nothing is measured or started.
+ */
+export const CheckRequest = obj({ pod: name(), toNode: optional(name()), strategy: optional(StrategySchema), allowPostCopy: optional(bool()) });
+export type CheckRequest = Infer<typeof CheckRequest>;
+export const CheckReply = obj({
+  allowed: bool(),
+  /** Why not, one line each; empty when allowed. */
+  reasons: arr(str({ maxLength: 1024 }), { maxItems: 32 }),
+  sourceNode: optional(name()),
+  destinationNode: optional(name()),
+  volumes: arr(obj({ volume: name(), tier: str({ maxLength: 32 }) }), { maxItems: 64 }),
+});
+export type CheckReply = Infer<typeof CheckReply>;
+
+/** Every node agent registered now, as each reported itself (kernel, CRIU, features). */
+export const NodesReply = obj({ nodes: arr(NodeRegistration, { maxItems: 10_000 }) });
+export type NodesReply = Infer<typeof NodesReply>;
 
 export const CancelReply = obj({ id: str({ maxLength: 128 }), phase: PhaseSchema, accepted: bool(), message: str({ maxLength: 1024 }) });
 export type CancelReply = Infer<typeof CancelReply>;

@@ -29,11 +29,16 @@ function permissionsBlock(p: Permissions): string {
   return `permissions: { publish: { allow: ${list(p.publish)} }, subscribe: { allow: ${list(p.subscribe)} }${responses} }`;
 }
 
-/** The server config: loopback, random port, JetStream with bounded storage, NKey users only. */
-export function serverConfig(storeDir: string, identities: readonly Identity[]): string {
+/** The `authorization` block of a server config: one NKey user per identity, with its permissions. */
+export function authorizationBlock(identities: readonly Identity[]): string {
   const users = identities
     .map((i) => `    { nkey: ${quote(i.publicKey)}${i.permissions ? ', ' + permissionsBlock(i.permissions) : ''} }`)
     .join(',\n');
+  return ['authorization {', '  users: [', users, '  ]', '}', ''].join('\n');
+}
+
+/** The server config: loopback, random port, JetStream with bounded storage, NKey users only. */
+export function serverConfig(storeDir: string, identities: readonly Identity[]): string {
   return [
     'host: "127.0.0.1"',
     'port: -1',
@@ -41,12 +46,7 @@ export function serverConfig(storeDir: string, identities: readonly Identity[]):
     `ports_file_dir: ${quote(storeDir)}`,
     'max_payload: 8MB',
     `jetstream { store_dir: ${quote(path.join(storeDir, 'js'))}, max_memory_store: 268435456, max_file_store: 2147483648 }`,
-    'authorization {',
-    '  users: [',
-    users,
-    '  ]',
-    '}',
-    '',
+    authorizationBlock(identities),
   ].join('\n');
 }
 

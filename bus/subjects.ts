@@ -31,7 +31,7 @@ export const NODE_VERBS = ['ping', 'info', 'pod.run', 'pod.delete', 'pod.list', 
 export type NodeVerb = (typeof NODE_VERBS)[number];
 
 /** Verbs of the coordinator's API. */
-export const API_VERBS = ['migrate', 'status', 'watch', 'list', 'cancel', 'estimate'] as const;
+export const API_VERBS = ['migrate', 'status', 'watch', 'list', 'cancel', 'estimate', 'check', 'nodes'] as const;
 export type ApiVerb = (typeof API_VERBS)[number];
 
 /** JetStream stream holding every event (audit trail and replay for watchers). */

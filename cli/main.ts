@@ -6,6 +6,8 @@ import { doctorCommand } from './doctor-command.js';
 import { coordinatorCommand } from './coordinator-command.js';
 import { migrationCommand } from './migrate-commands.js';
 import { demoCommand } from './demo-command.js';
+import { operatorCommand } from './operator-command.js';
+import { kubeToolCommand } from './kube-secret-command.js';
 import { exitCodeFor, printError, UsageError } from './output.js';
 
 export const USAGE = `usage: podmotion <command> [flags]
@@ -22,6 +24,8 @@ export const USAGE = `usage: podmotion <command> [flags]
   status NAME | describe NAME | cancel NAME | list [--active]
   estimate POD [--to-node N] [--strategy S] migratable?, memory, dirty rate, predicted freeze (read-only)
   demo                                     the end-to-end demo on a fresh local cluster
+  operator [--kubeconfig F] [--tls-dir D]  the Kubernetes CR bridge and admission webhook
+  kube bus-secret [--namespace NS]         a Secret with the bus identities for the Helm chart
 
 flags for every command: --json, --cluster NAME (default: local, or PODMOTION_CLUSTER),
   --nats URL and --nkey SEEDFILE (default: the cluster's embedded bus; or NATS_URL, PODMOTION_NKEY)
@@ -39,6 +43,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'pod': await podCommand(rest); return 0;
       case 'agent': await agentCommand(rest); return 0;
       case 'coordinator': await coordinatorCommand(rest); return 0;
+      case 'operator': await operatorCommand(rest); return 0;
+      case 'kube': await kubeToolCommand(rest); return 0;
       case 'demo': return await demoCommand(rest);
       case 'migrate': case 'status': case 'describe': case 'cancel': case 'list': case 'estimate':
         return await migrationCommand(cmd, rest);

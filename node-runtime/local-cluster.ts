@@ -12,7 +12,7 @@ import { removeStore, startEmbedded } from '../bus/embedded.js';
 import { ConflictError, NodeOperationError, NotFoundError } from '../bus/errors.js';
 import { ensureIdentities, inboxPrefixOf, type IdentitySpec } from '../bus/identity.js';
 import { ensureBusResources } from '../bus/jetstream.js';
-import { Buckets, Subjects } from '../bus/subjects.js';
+import { API_ROOT, Buckets, Subjects } from '../bus/subjects.js';
 import type { NodeRegistration } from '../bus/messages.js';
 import { readRegistrations } from '../bus/registry.js';
 import { BPF_PIN_ROOT, CLI_ENTRY, IMAGES_ROOT, agentLogFile, clusterDir, coordinatorLogFile, credsDir } from './constants.js';
@@ -42,7 +42,20 @@ export function identitySpecs(plan: ClusterPlan): IdentitySpec[] {
       allowResponses: true,
     },
   }));
-  return [{ name: 'admin' }, ...agents];
+  // The Kubernetes operator (CR bridge and webhook): the coordinator's API and migration events, nothing else.
+  const operator: IdentitySpec = {
+    name: 'operator',
+    permissions: {
+      publish: [`${API_ROOT}.api.>`],
+      subscribe: [`${API_ROOT}.events.migration.>`, `${inboxPrefixOf('operator')}.>`],
+    },
+  };
+  return [{ name: 'admin' }, operator, ...agents];
+}
+
+/** The bus address of the Kubernetes operator identity of a local cluster (restricted, own inbox). */
+export function operatorBus(rec: ClusterRecord): BusAddress {
+  return { url: rec.natsUrl, seedFile: seedFileFor(rec.plan.cluster, 'operator'), inboxPrefix: inboxPrefixOf('operator') };
 }
 
 export function seedFileFor(cluster: string, identity: string): string {

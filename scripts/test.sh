@@ -17,6 +17,10 @@ if [ "$status" -eq 0 ]; then
   node dist/simulations/cli.js --seed 1 --runs 2000 2>&1 | tee -a "$log" || status=1
 fi
 if [ "$status" -eq 0 ]; then
+  # A real kube-apiserver, etcd, kubectl and helm for the Kubernetes tests (built once into .cache/kube).
+  bash scripts/kube-tools.sh >/dev/null || status=1
+fi
+if [ "$status" -eq 0 ]; then
   npx ava --serial --concurrency 1 'dist/test/integration/**/*.test.js' 2>&1 | tee -a "$log" || status=1
 fi
 if [ "$status" -eq 0 ]; then

@@ -15,11 +15,11 @@ import { createService, type Service } from '../../bus/service.js';
 import { Subjects } from '../../bus/subjects.js';
 import { RegistrationWatch } from '../../bus/registry.js';
 import { planVolumes } from '../storage/index.js';
-import type { EstimateApiReply, EstimateApiRequest, MigrateRequest, MigrationSummary } from '../../bus/api.js';
+import type { CheckReply, CheckRequest, EstimateApiReply, EstimateApiRequest, MigrateRequest, MigrationSummary } from '../../bus/api.js';
 import type { PodInfo } from '../../bus/messages.js';
 import { codecs as agentCodecs } from '../../node-runtime/agent.js';
 import {
-  admittedStatus, cancelledWhilePending, initialStatus, isBeforeCutover, queuedStatus, isTerminal, migrationClock, snapshotForRestart, statusChanged,
+  DEFAULT_TIMEOUTS_MS, admittedStatus, cancelledWhilePending, initialStatus, isBeforeCutover, queuedStatus, isTerminal, migrationClock, snapshotForRestart, statusChanged,
   type MigrationSpec, type MigrationStatus, type Phase,
 } from '../../machines/index.js';
 import { apiCodecs as c, migCodecs as migC } from './codecs.js';
@@ -166,6 +166,8 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     const src = regs.get(pod.node);
     if (src && !src.capabilities.criuOk) throw new PreconditionError(`node ${pod.node} has no working CRIU: ${src.capabilities.criuProblem ?? 'criu check failed'}`);
     const strategy = req.strategy ?? 'PreCopy';
+    const unknownPhase = Object.keys(req.timeouts ?? {}).find((k) => !(k in DEFAULT_TIMEOUTS_MS));
+    if (unknownPhase !== undefined) throw new InvalidRequestError(`timeouts: "${unknownPhase}" is not a phase with a time limit (${Object.keys(DEFAULT_TIMEOUTS_MS).join(', ')})`);
     if (req.allowPostCopy && strategy !== 'PreCopy') throw new InvalidRequestError(`--allow-post-copy applies to the PreCopy strategy only (got ${strategy})`);
     if ((strategy === 'PostCopy' || req.allowPostCopy) && !regs.get(dest)?.capabilities.features['uffd-noncoop']) {
       throw new PreconditionError(`node ${dest} cannot take a PostCopy migration: its kernel lacks non-cooperative userfaultfd (criu check --feature uffd-noncoop)`);
@@ -175,6 +177,7 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       networkContinuity: req.networkContinuity ?? true, dryRun: req.dryRun ?? false,
       ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
       ...(req.allowPostCopy ? { allowPostCopy: true } : {}),
+      ...(req.timeouts && Object.keys(req.timeouts).length ? { timeouts: req.timeouts } : {}),
     };
   }
 
@@ -212,6 +215,29 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       reply.predictionBasis = 'no prediction: the pod was not found';
     }
     if (spec) reply.destinationNode = spec.destinationNode;
+    return reply;
+  }
+
+  /** What `migrate` would say to this request now, without starting anything (admission webhooks ask it). */
+  async function check(req: CheckRequest): Promise<CheckReply> {
+    const reply: CheckReply = { allowed: false, reasons: [], volumes: [] };
+    if (planning.has(req.pod)) reply.reasons.push(`pod ${req.pod} is already migrating (a migration is being planned)`);
+    try {
+      const spec = await planSpec({ ...req, dryRun: true });
+      reply.sourceNode = spec.sourceNode;
+      reply.destinationNode = spec.destinationNode;
+    } catch (e) {
+      reply.reasons.push((e as Error).message);
+    }
+    const pod = await findPod(req.pod).catch(() => undefined);
+    if (pod?.volumes?.length) {
+      try {
+        reply.volumes = planVolumes(req.pod, pod.volumes).map((v) => ({ volume: v.volume, tier: v.tier }));
+      } catch (e) {
+        reply.reasons.push((e as Error).message);
+      }
+    }
+    reply.allowed = reply.reasons.length === 0;
     return reply;
   }
 
@@ -313,6 +339,10 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
       return { migrations: rows.sort((a, b) => a.startedAtMs - b.startedAtMs).slice(-LIST_LIMIT) };
     })
     .endpoint('estimate', Subjects.api('estimate'), c.estimateReq, c.estimateReply, (req) => estimate(req))
+    .endpoint('check', Subjects.api('check'), c.checkReq, c.checkReply, (req) => check(req))
+    .endpoint('nodes', Subjects.api('nodes'), c.empty, c.nodesReply, async () => ({
+      nodes: [...(await readRegistrations()).values()].sort((a, b) => a.node.localeCompare(b.node)),
+    }))
     .endpoint('cancel', Subjects.api('cancel'), c.ref, c.cancelReply, async (req) => {
       const s = await statusOf(req.id);
       const actor = actors.get(req.id);
