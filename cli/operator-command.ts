@@ -41,7 +41,7 @@ export async function operatorCommand(argv: string[]): Promise<void> {
   const bus = busFromEnv() ?? operatorBus(await requireCluster(cluster));
   const log = pino({ base: { component: 'operator', cluster } });
   const nc = await connectBus(bus, 'podmotion-operator');
-  const bridge = new CrBridge({ kube, nc, log, cluster, podNamespace });
+  const bridge = new CrBridge({ kube, nc, log, cluster, podNamespace, testHooks: process.env['PODMOTION_TEST_HOOKS'] === '1' });
   await bridge.start();
   let server: WebhookServer | undefined;
   if (webhook) {

@@ -42,7 +42,12 @@ export interface BridgeConfig {
   cluster: string;
   /** The Kubernetes namespace the cluster's pods live in: PodMigrations elsewhere name no pod of it. */
   podNamespace: string;
+  /** Honour the `podmotion.io/test-pause-at` annotation (the coordinator must run with test hooks too). */
+  testHooks?: boolean;
 }
+
+/** Test hook: the phase after whose work the migration waits (a window for cancel). */
+export const PAUSE_AT_ANNOTATION = 'podmotion.io/test-pause-at';
 
 const key = (ns: string | undefined, name: string | undefined) => `${ns ?? ''}/${name ?? ''}`;
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -229,6 +234,7 @@ export class CrBridge {
       ...(eff.bandwidthMbps !== undefined ? { bandwidthMbps: eff.bandwidthMbps } : {}),
       ...(eff.networkContinuity === false ? { networkContinuity: false } : {}),
       ...(eff.dryRun ? { dryRun: true } : {}),
+      ...(this.cfg.testHooks && pm.metadata.annotations?.[PAUSE_AT_ANNOTATION] ? { pauseAt: pm.metadata.annotations[PAUSE_AT_ANNOTATION] as MigrateRequest['pauseAt'] } : {}),
       ...(eff.timeouts ? { timeouts: Object.fromEntries(Object.entries(eff.timeouts).map(([p, s]) => [p, s * 1000])) } : {}),
     };
     let status: MigrationStatusMsg;
