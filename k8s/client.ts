@@ -2,6 +2,10 @@
  * The Kubernetes API as PodMotion uses it: a kubeconfig (file, context, or in-cluster), PodMotion's own
  * kinds through the custom-objects API, a few core reads, and API errors turned into one-line messages.
  */
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { PodMotionError, type ErrorCode } from '../bus/errors.js';
 import { ApiException, CoreV1Api, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { GROUP, KINDS, VERSION, type Kind, type KubeObject } from './api.js';
 
@@ -13,24 +17,36 @@ export interface KubeOptions {
 
 export function loadKubeConfig(o: KubeOptions = {}): KubeConfig {
   const kc = new KubeConfig();
-  if (o.kubeconfig) kc.loadFromFile(o.kubeconfig);
-  else kc.loadFromDefault();
+  const file = o.kubeconfig ?? process.env['KUBECONFIG']?.split(':').find(Boolean);
+  if (file) {
+    if (!existsSync(file)) throw new KubeError(`no kubeconfig: ${file} does not exist (set --kubeconfig or KUBECONFIG)`);
+    if (o.kubeconfig) kc.loadFromFile(file);
+    else kc.loadFromDefault();
+  } else if (existsSync(path.join(homedir(), '.kube', 'config')) || process.env['KUBERNETES_SERVICE_HOST']) {
+    kc.loadFromDefault();
+  } else {
+    // Without this, the client would quietly try http://localhost:8080.
+    throw new KubeError('no kubeconfig: set --kubeconfig or KUBECONFIG, or create ~/.kube/config');
+  }
   if (o.context) kc.setCurrentContext(o.context);
   if (!kc.getCurrentCluster()) throw new KubeError('no Kubernetes cluster in the kubeconfig (set --kubeconfig or KUBECONFIG)');
   return kc;
 }
 
 /** A Kubernetes API failure, as one line: the API server's own message where it gave one. */
-export class KubeError extends Error {
-  constructor(message: string, readonly code?: number) {
-    super(message);
-    this.name = 'KubeError';
+export class KubeError extends PodMotionError {
+  static { this.prototype.name = 'KubeError'; }
+  readonly code: ErrorCode;
+  constructor(message: string, readonly httpStatus?: number) {
+    super(message, undefined, httpStatus === undefined || httpStatus >= 500 || httpStatus === 429);
+    this.code = httpStatus === 404 ? 'NOT_FOUND' : httpStatus === 409 ? 'CONFLICT'
+      : httpStatus === 400 || httpStatus === 422 ? 'INVALID_REQUEST' : httpStatus === undefined ? 'PRECONDITION' : 'INTERNAL';
   }
 }
 
 /** The HTTP status of an API failure (404, 409, 410, ...), when it has one. */
 export function statusCode(e: unknown): number | undefined {
-  if (e instanceof KubeError) return e.code;
+  if (e instanceof KubeError) return e.httpStatus;
   if (e instanceof ApiException) return e.code;
   const c = (e as { code?: unknown; statusCode?: unknown })?.code ?? (e as { statusCode?: unknown })?.statusCode;
   return typeof c === 'number' ? c : undefined;

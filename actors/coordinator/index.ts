@@ -34,7 +34,7 @@ import { Admission, DEFAULT_ADMISSION_LIMITS, type AdmissionLimits } from './adm
 export const SERVICE_NAME = 'podmotion';
 export const SERVICE_VERSION = '0.1.0';
 /** Test hook pause: long enough to cancel or kill the coordinator, short of every phase timeout. */
-const TEST_PAUSE_MS = 5_000;
+const TEST_PAUSE_MS = Number(process.env['PODMOTION_TEST_PAUSE_MS']) || 5_000;
 /** Dirty rate is measured over this interval: long enough to average a writer's bursts. */
 const ESTIMATE_SAMPLE_MS = 1_000;
 /** `list` returns the newest migrations only: one reply must stay within the message limits. */

@@ -16,6 +16,8 @@ const CLUSTER = 'itcr';
 let bed: Bed | undefined;
 
 test.before(async () => {
+  // The admission test does several requests while the first migration is paused: room for a loaded machine.
+  process.env['PODMOTION_TEST_PAUSE_MS'] = '10000'; // short of the 15 s phase timeouts
   bed = await bringUp(CLUSTER);
 });
 test.after.always(async () => {

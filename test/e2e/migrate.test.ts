@@ -86,19 +86,28 @@ test.serial('a dry run validates and changes nothing', async (t) => {
   t.deepEqual((await bed!.load.mark()).errors, []);
 });
 
-test.serial('kubectl-podmotion offers the same verbs', async (t) => {
+test.serial('kubectl-podmotion: bus verbs pass through, Kubernetes verbs want a kubeconfig', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const { PROJECT_ROOT } = await import('../../node-runtime/constants.js');
   const path = await import('node:path');
   const exe = path.join(PROJECT_ROOT, 'dist', 'cli', 'kubectl-podmotion.js');
-  const list = spawnSync(process.execPath, [exe, 'list', '--cluster', CLUSTER, '--json'], { encoding: 'utf8' });
-  t.is(list.status, 0, list.stderr);
-  const id = JSON.parse(list.stdout).migrations[0].id;
-  const st = spawnSync(process.execPath, [exe, 'status', id, '--cluster', CLUSTER], { encoding: 'utf8' });
-  t.regex(st.stdout, /^Phase: Complete/);
+  const help = spawnSync(process.execPath, [exe, 'help'], { encoding: 'utf8' });
+  t.is(help.status, 0);
+  t.regex(help.stdout, /^ {2}migrate POD \[--to-node N/m);
+  // estimate is podmotion's own, over the bus.
+  const est = spawnSync(process.execPath, [exe, 'estimate', 'nopod', '--cluster', CLUSTER, '--json'], { encoding: 'utf8' });
+  t.false(JSON.parse(est.stdout).migratable);
+  // migrate/status/... go through the API server: without a kubeconfig, one line says so.
+  const env = { ...process.env, KUBECONFIG: '/nonexistent/kubeconfig', HOME: '/nonexistent' };
+  const list = spawnSync(process.execPath, [exe, 'list'], { encoding: 'utf8', env });
+  t.is(list.status, 1);
+  t.is(list.stderr, 'podmotion: no kubeconfig: /nonexistent/kubeconfig does not exist (set --kubeconfig or KUBECONFIG)\n');
+  const { KUBECONFIG: _k, ...noKubeconfig } = env;
+  const none = spawnSync(process.execPath, [exe, 'status', 'x'], { encoding: 'utf8', env: { ...noKubeconfig, KUBERNETES_SERVICE_HOST: '' } });
+  t.is(none.stderr, 'podmotion: no kubeconfig: set --kubeconfig or KUBECONFIG, or create ~/.kube/config\n');
 });
 
-test.serial('the coordinator is discoverable as a NATS micro service with its six endpoints', async (t) => {
+test.serial('the coordinator is discoverable as a NATS micro service with its eight endpoints', async (t) => {
   const { connectBus } = await import('../../bus/connection.js');
   const { adminBus } = await import('../../node-runtime/local-cluster.js');
   const { readClusterRecord } = await import('../../node-runtime/records.js');
@@ -108,7 +117,8 @@ test.serial('the coordinator is discoverable as a NATS micro service with its si
     t.is(info.type, 'io.nats.micro.v1.info_response');
     t.is(info.name, 'podmotion');
     t.deepEqual(info.endpoints.map((e: { subject: string }) => e.subject).sort(),
-      ['podmotion.v1.api.cancel', 'podmotion.v1.api.estimate', 'podmotion.v1.api.list', 'podmotion.v1.api.migrate', 'podmotion.v1.api.status', 'podmotion.v1.api.watch']);
+      ['podmotion.v1.api.cancel', 'podmotion.v1.api.check', 'podmotion.v1.api.estimate', 'podmotion.v1.api.list', 'podmotion.v1.api.migrate', 'podmotion.v1.api.nodes',
+        'podmotion.v1.api.status', 'podmotion.v1.api.watch']);
     const stats = JSON.parse(new TextDecoder().decode((await nc.request('$SRV.STATS.podmotion', new Uint8Array(), { timeout: 3000 })).data));
     const migrate = stats.endpoints.find((e: { name: string }) => e.name === 'migrate');
     t.true(migrate.num_requests >= 3, 'the migrations of earlier tests were counted');
