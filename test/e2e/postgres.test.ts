@@ -23,14 +23,15 @@ test('two migrations under pgbench: zero failed transactions, zero RST, data int
   t.is(pod.user, 'postgres');
   const netns = (await readClusterRecord(CLUSTER))!.plan.client.netns;
   await pgbenchInit(netns, pod.ip, 2);
-  const bench = pgbench(netns, pod.ip, { clients: 8, threads: 2, seconds: 20 });
+  // Long enough to outlast both migrations (pre-copy under pgbench takes seconds): connections must be live at each freeze.
+  const bench = pgbench(netns, pod.ip, { clients: 8, threads: 2, seconds: 45 });
   await new Promise((r) => setTimeout(r, 4000));
   for (const to of ['node-2', 'node-1']) {
     const r = await cli(['migrate', 'db', '--to-node', to, '--wait', '--json', '--cluster', CLUSTER], 240_000);
     const s = JSON.parse(r.stdout);
     t.is(s.phase, 'Complete', JSON.stringify(s.error));
     const tcp = s.results.TCPVerifying;
-    t.is(tcp.connections, 8, 'the 8 pgbench connections were live at the freeze');
+    t.is(tcp.connections, 8, `the 8 pgbench connections were live at the freeze: ${JSON.stringify({ tcp, inventory: s.results.SocketInventory?.connections })}`);
     t.is(tcp.preserved, 8);
     t.is(tcp.seqDeltaMax, 0);
     t.is(tcp.rst, 0);
