@@ -15,6 +15,14 @@ export default tseslint.config(
     },
   },
   {
+    // The inspector's page runs in the browser.
+    files: ['inspector/static/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: { document: 'readonly', Node: 'readonly', fetch: 'readonly', EventSource: 'readonly', setInterval: 'readonly', setTimeout: 'readonly' },
+    },
+  },
+  {
     // Tests read JSON the CLI printed; typing every shape there adds noise, not safety.
     files: ['test/**/*.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off' },

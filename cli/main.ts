@@ -8,6 +8,7 @@ import { migrationCommand } from './migrate-commands.js';
 import { demoCommand } from './demo-command.js';
 import { operatorCommand } from './operator-command.js';
 import { kubeToolCommand } from './kube-secret-command.js';
+import { inspectCommand } from './inspect-command.js';
 import { exitCodeFor, printError, UsageError } from './output.js';
 
 export const USAGE = `usage: podmotion <command> [flags]
@@ -24,6 +25,7 @@ export const USAGE = `usage: podmotion <command> [flags]
   status NAME | describe NAME | cancel NAME | list [--active]
   estimate POD [--to-node N] [--strategy S] migratable?, memory, dirty rate, predicted freeze (read-only)
   demo                                     the end-to-end demo on a fresh local cluster
+  inspect [--port P] [--allow-cancel]      serve the statechart inspector (a live view of every migration)
   operator [--kubeconfig F] [--tls-dir D]  the Kubernetes CR bridge and admission webhook
   kube bus-secret [--namespace NS]         a Secret with the bus identities for the Helm chart
 
@@ -45,6 +47,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'coordinator': await coordinatorCommand(rest); return 0;
       case 'operator': await operatorCommand(rest); return 0;
       case 'kube': await kubeToolCommand(rest); return 0;
+      case 'inspect': await inspectCommand(rest); return 0;
       case 'demo': return await demoCommand(rest);
       case 'migrate': case 'status': case 'describe': case 'cancel': case 'list': case 'estimate':
         return await migrationCommand(cmd, rest);

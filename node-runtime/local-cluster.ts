@@ -50,7 +50,20 @@ export function identitySpecs(plan: ClusterPlan): IdentitySpec[] {
       subscribe: [`${API_ROOT}.events.migration.>`, `${inboxPrefixOf('operator')}.>`],
     },
   };
-  return [{ name: 'admin' }, operator, ...agents];
+  // The inspector reads statuses and events; cancel is refused by the inspector itself unless enabled.
+  const inspector: IdentitySpec = {
+    name: 'inspector',
+    permissions: {
+      publish: [Subjects.api('list'), Subjects.api('status'), Subjects.api('cancel')],
+      subscribe: [`${API_ROOT}.events.migration.>`, `${inboxPrefixOf('inspector')}.>`],
+    },
+  };
+  return [{ name: 'admin' }, operator, inspector, ...agents];
+}
+
+/** The bus address of a local cluster's inspector identity (read statuses and events, cancel). */
+export function inspectorBus(rec: ClusterRecord): BusAddress {
+  return { url: rec.natsUrl, seedFile: seedFileFor(rec.plan.cluster, 'inspector'), inboxPrefix: inboxPrefixOf('inspector') };
 }
 
 /** The bus address of the Kubernetes operator identity of a local cluster (restricted, own inbox). */

@@ -27,7 +27,8 @@ fi
 # Debian packages: runtime tools first, then CRIU's build dependencies.
 runtime_pkgs=(iproute2 nftables iptables conntrack tcpdump util-linux procps curl xz-utils ca-certificates
   nats-server clang llvm libbpf-dev bpftool gcc make libc6-dev python3
-  postgresql-15 postgresql-client-15 redis-server redis-tools)
+  postgresql-15 postgresql-client-15 redis-server redis-tools
+  chromium)  # the inspector's browser tests (headless, driven by playwright-core)
 criu_build_pkgs=(build-essential pkg-config libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev libgnutls28-dev libaio-dev
   uuid-dev libdrm-dev)
