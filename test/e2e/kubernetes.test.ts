@@ -14,7 +14,7 @@ import { createServer } from 'node:net';
 import { PYTHON, WORKLOADS } from '../../cli/load.js';
 import { cli, cliJson } from '../integration/helpers.js';
 import { PROJECT_ROOT } from '../../node-runtime/constants.js';
-import { CRDS_DIR, startApiServer, sweepLeftovers, type ApiServer } from '../kube/apiserver.js';
+import { startWithCrds, type ApiServer } from '../kube/apiserver.js';
 import { run } from '../../node-runtime/exec.js';
 import { PORT, bringUp, podNode, tearDown, type Bed } from './helpers.js';
 
@@ -80,11 +80,7 @@ const ended = (name: string) => until(`${name} to end`, async () => {
 }, 240_000);
 
 test.before(async () => {
-  await sweepLeftovers();
-  api = await startApiServer();
-  const crds = await api.kubectl(['apply', '-f', CRDS_DIR]);
-  if (crds.code !== 0) throw new Error(crds.stderr);
-  await api.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd', '-l', 'app.kubernetes.io/part-of=podmotion']);
+  api = await startWithCrds();
   // The pod's owner as GitOps sees it: a Deployment the bridge must never write.
   const dep = await api.kubectl(['create', 'deployment', 'counter', '--image', 'registry.invalid/counter:1', '-o', 'json']);
   if (dep.code !== 0) throw new Error(dep.stderr);

@@ -10,7 +10,7 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { loadAllYaml } from '@kubernetes/client-node';
 import { run } from '../../node-runtime/exec.js';
-import { CHART_DIR, CRDS_DIR, ROOT, startApiServer, sweepLeftovers, type ApiServer } from '../kube/apiserver.js';
+import { CHART_DIR, ROOT, startWithCrds, type ApiServer } from '../kube/apiserver.js';
 
 const NS = 'podmotion-system';
 let api: ApiServer | undefined;
@@ -21,11 +21,7 @@ async function helm(args: string[]): Promise<string> {
 }
 
 test.before(async () => {
-  await sweepLeftovers();
-  api = await startApiServer();
-  const crds = await api.kubectl(['apply', '-f', CRDS_DIR]);
-  if (crds.code !== 0) throw new Error(crds.stderr);
-  await api.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd', '-l', 'app.kubernetes.io/part-of=podmotion']);
+  api = await startWithCrds();
   await api.kubectl(['create', 'namespace', NS]);
 });
 test.after.always(async () => {

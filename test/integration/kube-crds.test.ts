@@ -4,17 +4,12 @@
  * itself with messages a user can act on.
  */
 import test from 'ava';
-import { CRDS_DIR, startApiServer, sweepLeftovers, type ApiServer } from '../kube/apiserver.js';
+import { startWithCrds, type ApiServer } from '../kube/apiserver.js';
 
 let api: ApiServer | undefined;
 
 test.before(async () => {
-  await sweepLeftovers();
-  api = await startApiServer();
-  const r = await api.kubectl(['apply', '-f', CRDS_DIR]);
-  if (r.code !== 0) throw new Error(`applying the CRDs failed: ${r.stderr}`);
-  const w = await api.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd', '-l', 'app.kubernetes.io/part-of=podmotion']);
-  if (w.code !== 0) throw new Error(`CRDs not established: ${w.stderr}`);
+  api = await startWithCrds();
 });
 test.after.always(async () => {
   await api?.stop();

@@ -178,5 +178,18 @@ export async function startApiServer(): Promise<ApiServer> {
 
 /** The chart's CRD files. */
 export const CRDS_DIR = path.join(ROOT, 'deploy/chart/podmotion/crds');
+
+/** Leftovers swept, a fresh API server up, PodMotion's CRDs installed and established. */
+export async function startWithCrds(): Promise<ApiServer> {
+  await sweepLeftovers();
+  const api = await startApiServer();
+  const r = await api.kubectl(['apply', '-f', CRDS_DIR]);
+  const w = r.code === 0 ? await api.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd', '-l', 'app.kubernetes.io/part-of=podmotion']) : r;
+  if (w.code !== 0) {
+    await api.stop();
+    throw new Error(`installing the CRDs failed: ${w.stderr}`);
+  }
+  return api;
+}
 export const CHART_DIR = path.join(ROOT, 'deploy/chart/podmotion');
 export { ROOT };
