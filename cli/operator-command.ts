@@ -11,12 +11,14 @@ import { Subjects } from '../bus/subjects.js';
 import { CrBridge } from '../k8s/bridge.js';
 import { Kube, loadKubeConfig } from '../k8s/client.js';
 import { startWebhook, type WebhookServer } from '../k8s/webhook.js';
+import { startInspector } from '../inspector/server.js';
 import { operatorBus, requireCluster } from '../node-runtime/local-cluster.js';
 import { clusterName, intOption, parse } from './args.js';
 import { UsageError } from './output.js';
 
 export const OPERATOR_USAGE = `usage: podmotion operator [--kubeconfig F] [--context C] [--pod-namespace NS]
                           [--webhook-port 9443] [--webhook-host H] [--tls-dir DIR] [--no-webhook]
+                          [--inspect-port P [--inspect-host H]]
   the CR bridge and the validating webhook; bus from NATS_URL/PODMOTION_NKEY, else --cluster's own bus
 `;
 
@@ -24,6 +26,7 @@ export async function operatorCommand(argv: string[]): Promise<void> {
   const p = parse(argv, {
     kubeconfig: { type: 'string' }, context: { type: 'string' }, 'pod-namespace': { type: 'string' },
     'webhook-port': { type: 'string' }, 'webhook-host': { type: 'string' }, 'tls-dir': { type: 'string' }, 'no-webhook': { type: 'boolean' },
+    'inspect-port': { type: 'string' }, 'inspect-host': { type: 'string' },
   });
   if (p.values['help']) {
     process.stdout.write(OPERATOR_USAGE);
@@ -56,12 +59,18 @@ export async function operatorCommand(argv: string[]): Promise<void> {
     });
     log.info({ url: server.url }, 'webhook serving');
   }
+  // The statechart inspector, read-only: from the cluster, cancel goes through kubectl and RBAC.
+  const inspector = p.values['inspect-port'] === undefined ? undefined : await startInspector({
+    nc, log, cluster, port: intOption(p, 'inspect-port', 8080, 0, 65535), host: (p.values['inspect-host'] as string | undefined) ?? '127.0.0.1',
+  });
+  if (inspector) log.info({ url: inspector.url }, 'inspector serving');
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', () => resolve());
     process.once('SIGINT', () => resolve());
     void nc.closed().then(() => resolve());
   });
   await server?.close();
+  await inspector?.close();
   await bridge.stop();
   await nc.drain().catch(() => {});
 }

@@ -27,6 +27,7 @@ let api: ApiServer | undefined;
 let bed: Bed | undefined;
 let operator: ChildProcess | undefined;
 let operatorLog = '';
+let inspectPort = 0;
 let deployment: { resourceVersion: string; generation: number } | undefined;
 
 async function freePort(): Promise<number> {
@@ -92,11 +93,12 @@ test.before(async () => {
     PYTHON, path.join(WORKLOADS, 'volume_writer.py'), String(PORT + 1)]);
 
   const port = await freePort();
+  inspectPort = await freePort();
   const tlsDir = await api.issueServing('127.0.0.1');
   operatorLog = path.join(api.dir, 'operator.log');
   const fd = openSync(operatorLog, 'a');
   operator = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist/cli/podmotion.js'), 'operator', '--cluster', CLUSTER, '--kubeconfig', api.kubeconfig,
-    '--tls-dir', tlsDir, '--webhook-port', String(port), '--webhook-host', '127.0.0.1'],
+    '--tls-dir', tlsDir, '--webhook-port', String(port), '--webhook-host', '127.0.0.1', '--inspect-port', String(inspectPort)],
   { stdio: ['ignore', fd, fd], env: { ...process.env, PODMOTION_TEST_HOOKS: '1', NATS_URL: '', PODMOTION_NKEY: '' } });
   const ca = (await readFile(api.caFile)).toString('base64');
   const hook = await api.kubectl(['apply', '-f', '-'], JSON.stringify({
@@ -189,6 +191,10 @@ test.serial('kubectl podmotion migrate: phases stream, the pod moves with its co
   t.regex(d.stdout, /^ {2}Cutover\s+True\s+\w+\s+\d{4}-\d\d-\d\dT/m);
   const j = JSON.parse((await plugin(['status', 'counter-1', '--json'])).stdout);
   t.is(j.phase, 'Complete');
+  // The operator serves the statechart inspector too: the same migration, by its bus id.
+  const seen = await (await fetch(`http://127.0.0.1:${inspectPort}/api/migrations/${o.status.migrationId}`)).json() as any;
+  t.is(seen.phase, 'Complete');
+  t.is(seen.outcome.freezeMs, seen.results.Restore.freezeMs);
 });
 
 test.serial('a PodMigration from a manifest with a node selector moves a pod and its local volume', async (t) => {
