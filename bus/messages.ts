@@ -52,6 +52,8 @@ export const PodInfo = obj({
   mac: str({ maxLength: 17 }),
   port: optional(num({ int: true, min: 1, max: 65535 })),
   command: arr(str({ maxLength: 4096 }), { maxItems: 256 }),
+  /** A pod of several containers: each its own process tree under the pod's init, sharing its network. */
+  containers: optional(arr(obj({ name: name(), command: arr(str({ maxLength: 4096 }), { maxItems: 256 }) }), { maxItems: 16 })),
   initPid: num({ int: true }),
   running: bool(),
   startedAtMs: num(),
@@ -63,6 +65,8 @@ export type PodInfo = Infer<typeof PodInfo>;
 export const PodRunRequest = obj({
   name: name(),
   command: arr(str({ maxLength: 4096 }), { maxItems: 256 }),
+  /** A pod of several containers: each its own process tree under the pod's init, sharing its network. */
+  containers: optional(arr(obj({ name: name(), command: arr(str({ maxLength: 4096 }), { maxItems: 256 }) }), { maxItems: 16 })),
   port: optional(num({ int: true, min: 1, max: 65535 })),
   user: optional(str({ maxLength: 32 })),
   volumes: optional(arr(obj({ name: str({ maxLength: 31 }), tier: str({ maxLength: 16 }) }), { maxItems: 16 })),

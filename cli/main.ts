@@ -19,6 +19,7 @@ export const USAGE = `usage: podmotion <command> [flags]
   cluster down [--all [--prefix P]]        remove everything the cluster made (--all: every cluster)
   node list | node ping NODE [--count N]   node agents on the bus
   pod run NAME --node NODE [--port P] [--user U] [--volume NAME[:local|shared]]... -- CMD...
+          (or --container NAME=CMD ... instead of -- CMD: containers sharing the pod's network)
   pod list | pod logs NAME [--lines N] | pod delete NAME
   migrate POD [--to-node N] [--strategy Cold] [--dry-run] [--wait] [--timeout S]
           [--no-network-continuity]        live-migrate a pod, streaming its phases

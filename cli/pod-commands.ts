@@ -13,7 +13,8 @@ const POD_RUN_TIMEOUT_MS = POD_READY_TIMEOUT_MS + 10_000;
 
 export async function podCommand(argv: string[]): Promise<void> {
   const [verb, ...rest] = argv;
-  const p = parse(rest, { node: { type: 'string' }, port: { type: 'string' }, lines: { type: 'string' }, user: { type: 'string' }, volume: { type: 'string', multiple: true } });
+  const p = parse(rest, { node: { type: 'string' }, port: { type: 'string' }, lines: { type: 'string' }, user: { type: 'string' }, volume: { type: 'string', multiple: true },
+    container: { type: 'string', multiple: true } });
   const json = p.values['json'] === true;
   await withCluster(p, async (ctx) => {
     switch (verb) {
@@ -21,16 +22,23 @@ export async function podCommand(argv: string[]): Promise<void> {
         const name = requirePositional(p, 0, 'pod name (podmotion pod run NAME --node NODE -- CMD...)');
         const node = p.values['node'] as string | undefined;
         if (!node) throw new UsageError('pod run needs --node NODE');
-        if (p.rest.length === 0) throw new UsageError('pod run needs a command after -- (podmotion pod run NAME --node NODE -- CMD...)');
+        // --container NAME=COMMAND LINE (run by /bin/sh -c), repeated: one container each.
+        const containers = ((p.values['container'] as string[] | undefined) ?? []).map((c) => {
+          const eq = c.indexOf('=');
+          if (eq <= 0 || eq === c.length - 1) throw new UsageError(`--container takes NAME=COMMAND (got ${JSON.stringify(c)})`);
+          return { name: c.slice(0, eq), command: ['/bin/sh', '-c', c.slice(eq + 1)] };
+        });
+        if (p.rest.length === 0 && containers.length === 0) throw new UsageError('pod run needs a command after -- (podmotion pod run NAME --node NODE -- CMD...), or --container NAME=CMD');
         const port = p.values['port'] === undefined ? undefined : intOption(p, 'port', 0, 1, 65535);
         const user = p.values['user'] as string | undefined;
         const volumes = ((p.values['volume'] as string[] | undefined) ?? []).map(parseVolume);
-        const spec = { name, command: p.rest, ...(port !== undefined ? { port } : {}), ...(user !== undefined ? { user } : {}), ...(volumes.length ? { volumes } : {}) };
+        const spec = { name, command: p.rest, ...(containers.length ? { containers } : {}), ...(port !== undefined ? { port } : {}), ...(user !== undefined ? { user } : {}), ...(volumes.length ? { volumes } : {}) };
         validatePodSpec(spec);
         requireNode(ctx, node);
         const info = await request(ctx.nc, Subjects.node(node, 'pod.run'), codecs.podRun, codecs.podInfo, spec, { timeoutMs: POD_RUN_TIMEOUT_MS });
         if (json) return printJson(info);
         process.stdout.write(`pod ${info.name} running on ${info.node}: ip ${info.ip}, mac ${info.mac}, pid ${info.initPid}${info.user ? `, user ${info.user}` : ''}\n`);
+        for (const c of info.containers ?? []) process.stdout.write(`  container ${c.name}: ${c.command.at(-1)}\n`);
         for (const v of info.volumes ?? []) process.stdout.write(`  volume ${v.name} (${v.tier}) at ${v.path}\n`);
         return;
       }

@@ -50,7 +50,7 @@ export interface Agent {
 
 export async function podInfo(rec: PodRecord): Promise<PodInfo> {
   return {
-    name: rec.name, node: rec.node, ip: rec.ip, mac: rec.mac, command: rec.command, initPid: rec.init.pid,
+    name: rec.name, node: rec.node, ip: rec.ip, mac: rec.mac, command: rec.command, ...(rec.containers ? { containers: rec.containers } : {}), initPid: rec.init.pid,
     running: await isAlive(rec.init), startedAtMs: rec.startedAtMs, ...(rec.port !== undefined ? { port: rec.port } : {}),
     ...(rec.user !== undefined ? { user: rec.user } : {}), ...(rec.volumes?.length ? { volumes: rec.volumes } : {}),
   };
@@ -94,7 +94,7 @@ export async function startAgent(cfg: AgentConfig): Promise<Agent> {
     }), { onError }),
     serve(nc, Subjects.node(node.name, 'pod.run'), codecs.podRun, codecs.podInfo, (req) => serializeRuns(async () => {
       const rec = await runPod(cfg.cluster, node, {
-        name: req.name, command: req.command, ...(req.port !== undefined ? { port: req.port } : {}),
+        name: req.name, command: req.command, ...(req.containers?.length ? { containers: req.containers } : {}), ...(req.port !== undefined ? { port: req.port } : {}),
         ...(req.user !== undefined ? { user: req.user } : {}), ...(req.volumes !== undefined ? { volumes: req.volumes } : {}),
       });
       await cfg.podHooks?.started(rec).catch((e: Error) => log.warn({ pod: rec.name, err: e.message }, 'pod start hook failed'));

@@ -33,7 +33,10 @@ export const MAX_LOG_LINES = 2_000;
 
 export interface RunPodSpec {
   name: string;
+  /** The pod's one command; empty when it has containers. */
   command: string[];
+  /** Several containers instead of one command: each its own process tree under the pod's init (pm-init). */
+  containers?: Array<{ name: string; command: string[] }>;
   port?: number;
   /** Run the command as this user (its uid, gid and groups), not as root. */
   user?: string;
@@ -45,7 +48,17 @@ export function validatePodSpec(spec: RunPodSpec): void {
   if (!NAME_PATTERN.test(spec.name)) {
     throw new InvalidRequestError(`pod name "${spec.name}" must be lowercase letters, digits and '-', at most 40 characters`);
   }
-  if (spec.command.length === 0) throw new InvalidRequestError('pod run needs a command after --');
+  const containers = spec.containers ?? [];
+  if (containers.length > 0 && spec.command.length > 0) throw new InvalidRequestError('pod run takes a command after -- or containers, not both');
+  if (containers.length === 0 && spec.command.length === 0) throw new InvalidRequestError('pod run needs a command after -- (or --container NAME=CMD)');
+  const names = new Set<string>();
+  for (const c of containers) {
+    if (!NAME_PATTERN.test(c.name)) throw new InvalidRequestError(`container name "${c.name}" must be lowercase letters, digits and '-'`);
+    if (names.has(c.name)) throw new InvalidRequestError(`container ${c.name} is named twice`);
+    if (c.command.length === 0) throw new InvalidRequestError(`container ${c.name} has no command`);
+    if (c.command.includes('---')) throw new InvalidRequestError(`container ${c.name}: "---" cannot be an argument (it separates containers)`);
+    names.add(c.name);
+  }
   if (spec.port !== undefined && (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 65535)) {
     throw new InvalidRequestError(`--port must be 1-65535 (got ${spec.port})`);
   }
@@ -107,6 +120,17 @@ export async function removePodNetwork(netns: string): Promise<void> {
   }
 }
 
+/**
+ * What the pod's first process runs: the command itself; or, as another user or with several containers,
+ * pm-init (a root init) with each container's command, under setpriv when it runs as that user.
+ */
+function initArgs(spec: RunPodSpec): string[] {
+  const asUser = spec.user !== undefined ? ['setpriv', `--reuid=${spec.user}`, `--regid=${spec.user}`, '--init-groups', '--'] : [];
+  const commands = spec.containers?.length ? spec.containers.map((c) => c.command) : [spec.command];
+  if (commands.length === 1 && spec.user === undefined) return commands[0]!;
+  return [path.join(NATIVE_DIR, 'pm-init'), ...commands.flatMap((c, i) => [...(i > 0 ? ['---'] : []), ...asUser, ...c])];
+}
+
 async function startInit(netns: string, spec: RunPodSpec, logFile: string, volumes: readonly PodVolume[]): Promise<{ init: ProcessRef; holder: ProcessRef }> {
   await mkdir(path.dirname(logFile), { recursive: true, mode: 0o700 });
   const log = await open(logFile, 'a', 0o600);
@@ -118,9 +142,7 @@ async function startInit(netns: string, spec: RunPodSpec, logFile: string, volum
       'nsenter',
       [`--net=/run/netns/${netns}`, '--', 'unshare', '--pid', '--ipc', '--uts', '--fork', '--',
         '/bin/sh', '-c', 'hostname "$0" && exec setsid "$@"', spec.name,
-        // As another user: a root init (pm-init) leads the pod, and setpriv execs the command under it.
-        ...(spec.user !== undefined ? [path.join(NATIVE_DIR, 'pm-init'), 'setpriv', `--reuid=${spec.user}`, `--regid=${spec.user}`, '--init-groups', '--'] : []),
-        ...spec.command],
+        ...initArgs(spec)],
       { detached: true, stdio: ['ignore', log.fd, log.fd], env: { ...process.env, ...Object.fromEntries(volumes.map((v) => [volumeEnvName(v.name), v.path])) } },
     );
     child.on('error', () => {});
@@ -192,7 +214,7 @@ export async function runPod(cluster: string, node: OverlayMember, spec: RunPodS
     started = await startInit(net.netns, spec, logFile, volumes);
     const rec: PodRecord = {
       name: spec.name, node: node.name, ip: ipAddr, mac: net.mac, netns: net.netns, hostIface: net.hostIface,
-      command: spec.command, init: started.init, holder: started.holder, logFile, startedAtMs: Date.now(),
+      command: spec.command, ...(spec.containers?.length ? { containers: spec.containers } : {}), init: started.init, holder: started.holder, logFile, startedAtMs: Date.now(),
       ...(spec.port !== undefined ? { port: spec.port } : {}),
       ...(spec.user !== undefined ? { user: spec.user } : {}),
       ...(volumes.length ? { volumes } : {}),

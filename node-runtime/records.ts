@@ -27,6 +27,8 @@ export interface PodRecord {
   hostIface: string;
   port?: number;
   command: string[];
+  /** A pod of several containers (each its own process tree under the init). */
+  containers?: Array<{ name: string; command: string[] }>;
   /** The pod's init (pid 1 in its pid namespace). */
   init: ProcessRef;
   /** The `unshare` process that waits for the init; absent for restored pods. */

@@ -106,7 +106,7 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   if (!init) throw new NodeOperationError(`restored pod ${req.pod} (pid ${r.pid}) exited at once`);
   await writePodRecord(ctx.cluster, {
     name: req.pod, node: ctx.node.name, ip: m.address?.ip ?? '', mac: m.address?.mac ?? '', netns, hostIface: podHostIface(req.pod),
-    command: source?.command ?? [], init, logFile: source?.logFile ?? podLogFile(ctx.cluster, req.pod),
+    command: source?.command ?? [], ...(source?.containers ? { containers: source.containers } : {}), init, logFile: source?.logFile ?? podLogFile(ctx.cluster, req.pod),
     startedAtMs: source?.startedAtMs ?? r.resumedAtMs, incoming: req.id, ...(source?.port !== undefined ? { port: source.port } : {}),
     ...(source?.user !== undefined ? { user: source.user } : {}), ...(source?.volumes?.length ? { volumes: source.volumes } : {}),
   });
