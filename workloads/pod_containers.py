@@ -96,7 +96,7 @@ def app(port):
             conn.setblocking(False)
 
 
-def pump(src, dst):
+def pump(src, dst, done):
     try:
         while True:
             data = src.recv(65536)
@@ -105,11 +105,17 @@ def pump(src, dst):
             dst.sendall(data)
     except OSError:
         pass
-    for s in (src, dst):
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    # The second direction to end closes both sockets: a proxy must not keep dead connections open.
+    with done[0]:
+        done[1] += 1
+        last = done[1] == 2
+    if last:
+        src.close()
+        dst.close()
 
 
 def proxy(port, app_port):
@@ -126,8 +132,9 @@ def proxy(port, app_port):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         opened += 1
         stats["extra"]["connections"] = opened
-        threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
-        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+        done = [threading.Lock(), 0]
+        threading.Thread(target=pump, args=(client, upstream, done), daemon=True).start()
+        threading.Thread(target=pump, args=(upstream, client, done), daemon=True).start()
 
 
 def shipper():

@@ -33,11 +33,7 @@ test.after.always(async () => {
   await cli(['cluster', 'down', '--cluster', CLUSTER]);
 });
 
-// Known failure, kept so it flips when fixed: with client connections through the sidecar proxy, the hold
-// counts one RST per migration (TCPVerifying: all connections preserved, seq_delta 0, 1 RST), so the
-// migration rightly rolls back. The RST's source is not found yet; without client connections the pod
-// migrates (Complete) with every heartbeat gap under the freeze.
-test.failing('three containers move together, keep their connections, and see no gap beyond the freeze', async (t) => {
+test('three containers move together, keep their connections, and see no gap beyond the freeze', async (t) => {
   const pod = await cliJson(['pod', 'run', 'web', '--node', 'node-1', '--port', String(PORT), '--volume', 'logs', '--cluster', CLUSTER,
     '--container', `app=${PYTHON} ${W} app ${APP}`, '--container', `proxy=${PYTHON} ${W} proxy ${PORT} ${APP}`, '--container', `shipper=${PYTHON} ${W} shipper`]);
   t.deepEqual(pod.containers.map((c: { name: string }) => c.name), ['app', 'proxy', 'shipper']);
