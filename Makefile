@@ -7,7 +7,7 @@ help:
 	@echo "make demo   - set up this machine, bring up a 3-node local cluster and run the demo"
 	@echo "make test   - set up this machine, type check, lint and run all tests"
 	@echo "make deps   - only install and build what is missing"
-	@echo "make bench  - freeze and client stall over 10 migrations; traffic-hold variants; freeze by memory size; simulation speed"
+	@echo "make bench  - freeze and client stall over 10 migrations; traffic-hold variants; freeze by memory size; a 3-container pod moved 10 times; simulation speed"
 	@echo "make proof  - PostgreSQL under pgbench migrated 10 times, with a stop-and-copy baseline: report in bench/results/proof.md"
 
 deps:
@@ -34,6 +34,7 @@ bench: build
 	@bash bench/migrate/run.sh 10
 	@node dist/bench/hold/run.js
 	@node dist/bench/freeze/run.js --runs 5
+	@node dist/bench/multi/run.js --migrations 10
 	@bash bench/sim/run.sh 500
 
 proof: build
