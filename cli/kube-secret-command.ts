@@ -9,6 +9,7 @@ import { createUser } from '@nats-io/nkeys';
 import { authorizationBlock } from '../bus/embedded.js';
 import { inboxPrefixOf, type Identity, type Permissions } from '../bus/identity.js';
 import { API_ROOT, Buckets } from '../bus/subjects.js';
+import { OPERATOR_PERMISSIONS } from '../node-runtime/local-cluster.js';
 import { parse } from './args.js';
 import { UsageError } from './output.js';
 
@@ -17,10 +18,7 @@ const DNS_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** Permissions of the chart's identities (the agents share one: a DaemonSet's pods mount the same Secret). */
 export const CHART_IDENTITIES: Record<'coordinator' | 'operator' | 'agent', Permissions | undefined> = {
   coordinator: undefined,
-  operator: {
-    publish: [`${API_ROOT}.api.>`],
-    subscribe: [`${API_ROOT}.events.migration.>`, `${inboxPrefixOf('operator')}.>`],
-  },
+  operator: OPERATOR_PERMISSIONS,
   agent: {
     publish: [`${API_ROOT}.node.*.>`, `${API_ROOT}.events.node.*`, `$KV.${Buckets.nodes}.*`, `$JS.API.STREAM.INFO.KV_${Buckets.nodes}`],
     subscribe: [`${API_ROOT}.node.*.>`, `${inboxPrefixOf('agent')}.>`],

@@ -4,7 +4,7 @@ import { request } from '../bus/rpc.js';
 import { Subjects } from '../bus/subjects.js';
 import { apiCodecs as c } from '../actors/coordinator/codecs.js';
 import type { MigrateRequest, ProgressEvent } from '../bus/api.js';
-import { PHASES, STRATEGIES, phaseLabel, type MigrationStatus, type Phase, type Strategy } from '../machines/index.js';
+import { PHASES, STRATEGIES, outcomeOf, phaseLabel, type MigrationStatus, type Phase, type Strategy } from '../machines/index.js';
 import { checkName, intOption, parse, requirePositional } from './args.js';
 import { withCluster } from './context.js';
 import { printJson, printTable, UsageError } from './output.js';
@@ -12,20 +12,6 @@ import { followMigration } from './watch.js';
 
 /** The product page's default for --timeout: ten minutes. */
 const DEFAULT_WAIT_S = 600;
-
-interface Outcome {
-  freezeMs?: number;
-  connections?: number;
-  preserved?: number;
-  seqDeltaMax?: number;
-  rst?: number;
-}
-
-export function outcomeOf(s: MigrationStatus): Outcome {
-  const restore = s.results['Restore'] as { freezeMs?: number } | undefined;
-  const tcp = s.results['TCPVerifying'] as { connections?: number; preserved?: number; seqDeltaMax?: number; rst?: number } | undefined;
-  return { ...(restore?.freezeMs !== undefined ? { freezeMs: restore.freezeMs } : {}), ...(tcp ?? {}) };
-}
 
 /**
  * Starts a migration and follows it to its end, calling onCondition once per finished phase. The one

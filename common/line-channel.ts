@@ -8,17 +8,19 @@ import type { Readable, Writable } from 'node:stream';
 export class LineChannel {
   private waiting: Array<{ resolve(line: string): void; reject(e: Error): void }> = [];
   private ended: (() => Error) | undefined;
-  private readonly failedWrite: (e: Error) => void;
 
   constructor(input: Readable, private readonly output: Writable) {
     // A helper that dies mid-write makes EPIPE on its socket; readline re-emits the input's errors, and one
     // nobody listens to would take the whole agent down. Either way the channel ends: commands fail, one line each.
-    const failed = (e: Error) => this.end(() => new Error(`the helper's channel failed: ${e.message}`));
-    this.failedWrite = failed;
+    const failed = (e: Error) => this.fail(e);
     // Its output closing ends it too; a moment later, so that whoever watches the helper's exit can say why first.
     const closed = () => setTimeout(() => this.end(() => new Error("the helper's channel closed")), 50).unref();
     createInterface({ input }).on('line', (l) => this.waiting.shift()?.resolve(l)).on('error', failed).on('close', closed);
     output.on('error', failed);
+  }
+
+  private fail(e: Error): void {
+    this.end(() => new Error(`the helper's channel failed: ${e.message}`));
   }
 
   /** The helper is gone: every command waiting, and every later one, fails with `why()`. */
@@ -34,7 +36,7 @@ export class LineChannel {
       const timer = timeout && setTimeout(() => reject(timeout.onTimeout()), timeout.ms);
       const settle = () => { if (timer) clearTimeout(timer); };
       this.waiting.push({ resolve: (l) => { settle(); resolve(l); }, reject: (e) => { settle(); reject(e); } });
-      this.output.write(`${line}\n`, (e) => { if (e) this.failedWrite(e); });
+      this.output.write(`${line}\n`, (e) => { if (e) this.fail(e); });
     });
   }
 }

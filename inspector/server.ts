@@ -16,8 +16,7 @@ import { apiCodecs as c } from '../actors/coordinator/codecs.js';
 import { NotFoundError, oneLine, PodMotionError } from '../bus/errors.js';
 import { request } from '../bus/rpc.js';
 import { API_ROOT, Subjects } from '../bus/subjects.js';
-import { outcomeOf } from '../cli/migrate-commands.js';
-import { isTerminal, PHASES, type MigrationStatus } from '../machines/index.js';
+import { isTerminal, outcomeOf, PHASES, type MigrationStatus } from '../machines/index.js';
 
 /** The page's files: the sources' static folder (next to this file's source, not its compiled copy). */
 const STATIC_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../inspector/static');
@@ -146,10 +145,11 @@ export async function startInspector(o: InspectorOptions): Promise<Inspector> {
             const ev = c.event.decode(m.data);
             if (filterId && ev.id !== filterId) return;
             const s = ev.status as MigrationStatus;
-            send('phase', filterId ? { ...s, outcome: outcomeOf(s) } : {
+            const outcome = outcomeOf(s);
+            send('phase', filterId ? { ...s, outcome } : {
               id: s.spec.id, pod: s.spec.pod, sourceNode: s.spec.sourceNode, destinationNode: s.spec.destinationNode, strategy: s.spec.strategy,
               phase: s.phase, startedAtMs: s.startedAtMs, ...(s.endedAtMs !== undefined ? { endedAtMs: s.endedAtMs } : {}),
-              ...(outcomeOf(s).freezeMs !== undefined ? { freezeMs: outcomeOf(s).freezeMs } : {}), terminal: isTerminal(s.phase),
+              ...(outcome.freezeMs !== undefined ? { freezeMs: outcome.freezeMs } : {}), terminal: isTerminal(s.phase),
             });
           }
         } catch (e) {

@@ -4,6 +4,7 @@
  * the bus to a PodMigration's status (one metav1.Condition per phase).
  */
 import type { MigrationStatusMsg } from '../bus/api.js';
+import { isTerminal, outcomeOf, type Phase } from '../machines/index.js';
 
 export const GROUP = 'podmotion.io';
 export const VERSION = 'v1alpha1';
@@ -103,11 +104,9 @@ export interface MigrationPolicySpec {
 }
 export type MigrationPolicy = KubeObject<MigrationPolicySpec, { observedGeneration?: number; matchedMigrations?: number }>;
 
-/** Phases after which nothing more happens to a migration. */
-export const TERMINAL_PHASES = new Set(['Complete', 'Validated', 'RolledBack', 'Cancelled', 'Failed', 'Rejected']);
-
+/** Phases after which nothing more happens to a PodMigration: the migration's own, and Rejected (never started). */
 export function isTerminalPhase(phase: string | undefined): boolean {
-  return phase !== undefined && TERMINAL_PHASES.has(phase);
+  return phase === 'Rejected' || (phase !== undefined && isTerminal(phase as Phase));
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -118,8 +117,6 @@ export function conditionReason(raw: string): string {
   const r = words.map((w) => w[0]!.toUpperCase() + w.slice(1)).join('');
   return /^[A-Za-z]/.test(r) ? r.slice(0, 1024) : `Phase${r}`.slice(0, 1024);
 }
-
-interface TcpResult { connections?: number; preserved?: number; seqDeltaMax?: number; rst?: number }
 
 /**
  * The PodMigration status for a migration's status on the bus: phase, nodes, times, freeze window,
@@ -135,8 +132,7 @@ export function podMigrationStatus(s: MigrationStatusMsg, generation: number, pr
     reason: conditionReason(c.reason || c.type),
     message: (c.durationMs !== undefined ? `${c.message}${c.message ? ' ' : ''}(${Math.round(c.durationMs)} ms)` : c.message).slice(0, 32_768),
   }));
-  const freeze = (s.results['Restore'] as { freezeMs?: number } | undefined)?.freezeMs;
-  const tcp = s.results['TCPVerifying'] as TcpResult | undefined;
+  const { freezeMs: freeze, connections, preserved, seqDeltaMax, rst } = outcomeOf(s);
   const out: PodMigrationStatus = {
     ...(prev?.preCopy ? { preCopy: prev.preCopy } : {}),
     migrationId: s.spec.id,
@@ -150,9 +146,7 @@ export function podMigrationStatus(s: MigrationStatusMsg, generation: number, pr
   };
   if (s.endedAtMs !== undefined) out.completionTime = iso(s.endedAtMs);
   if (freeze !== undefined) out.freezeWindowMs = Math.round(freeze * 10) / 10;
-  if (tcp?.connections !== undefined) {
-    out.connections = { total: tcp.connections, preserved: tcp.preserved ?? 0, seqDeltaMax: tcp.seqDeltaMax ?? 0, rst: tcp.rst ?? 0 };
-  }
+  if (connections !== undefined) out.connections = { total: connections, preserved: preserved ?? 0, seqDeltaMax: seqDeltaMax ?? 0, rst: rst ?? 0 };
   if (s.error) out.message = `${s.error.phase}: ${s.error.message}`.slice(0, 32_768);
   else {
     const pending = s.conditions.find((c) => c.type === 'Pending' && c.status !== 'True');

@@ -10,7 +10,7 @@
 import type { NatsConnection, Subscription } from '@nats-io/nats-core';
 import type { Logger } from 'pino';
 import { apiCodecs as c } from '../actors/coordinator/codecs.js';
-import type { MigrateRequest, MigrationStatusMsg, ProgressEvent } from '../bus/api.js';
+import type { CheckReply, MigrateRequest, MigrationStatusMsg, ProgressEvent } from '../bus/api.js';
 import { oneLine, type PodMotionError } from '../bus/errors.js';
 import type { NodeRegistration } from '../bus/messages.js';
 import { request } from '../bus/rpc.js';
@@ -209,15 +209,18 @@ export class CrBridge {
     const policy = choosePolicy(this.policies.list(), await this.cfg.kube.namespaceLabels(ns), podLabels);
     const eff = effectiveSpec(spec, policy?.spec);
     let toNode = eff.destination?.node;
+    // Where the pod runs now (and where the coordinator would send it), asked once: for a node selector and
+    // for a per-node limit.
+    let placing: Promise<CheckReply> | undefined;
+    const placement = () => (placing ??= request(this.cfg.nc, Subjects.api('check'), c.checkReq, c.checkReply, { pod: spec.pod }));
     if (eff.destination?.nodeSelector) {
-      const check = await request(this.cfg.nc, Subjects.api('check'), c.checkReq, c.checkReply, { pod: spec.pod });
-      const source = check.sourceNode;
+      const source = (await placement()).sourceNode;
       toNode = this.nodesMatching(eff.destination.nodeSelector).find((n) => n !== source);
       if (!toNode) return reject('NoMatchingNode', `no ready node other than ${source ?? 'the source'} matches destination.nodeSelector ${JSON.stringify(eff.destination.nodeSelector)}`);
     }
     const limit = policy?.spec?.concurrency;
     if (limit && (limit.perCluster !== undefined || limit.perNode !== undefined)) {
-      const wait = await this.overPolicyLimit(pm, policy!, toNode);
+      const wait = await this.overPolicyLimit(pm, policy!, toNode, placement);
       if (wait) {
         await this.cfg.kube.patchStatus('PodMigration', name, {
           phase: 'Pending', observedGeneration: gen, policy: policy!.metadata.name, message: wait,
@@ -260,7 +263,7 @@ export class CrBridge {
   }
 
   /** Why a PodMigration must wait for its policy's concurrency limits, or undefined. */
-  private async overPolicyLimit(pm: PodMigration, policy: MigrationPolicy, toNode: string | undefined): Promise<string | undefined> {
+  private async overPolicyLimit(pm: PodMigration, policy: MigrationPolicy, toNode: string | undefined, placement: () => Promise<CheckReply>): Promise<string | undefined> {
     const limit = policy.spec!.concurrency!;
     const active = this.migrations.list().filter((o) => o !== pm && (o.status as { policy?: string } | undefined)?.policy === policy.metadata.name
       && o.status?.migrationId && !isTerminalPhase(this.busStatus.get(o.status.migrationId)?.phase ?? o.status.phase));
@@ -268,8 +271,8 @@ export class CrBridge {
       return `waiting: policy ${policy.metadata.name} allows ${limit.perCluster} migrations at once in the cluster (${active.length} running)`;
     }
     if (limit.perNode !== undefined) {
-      const check = await request(this.cfg.nc, Subjects.api('check'), c.checkReq, c.checkReply, { pod: pm.spec!.pod, ...(toNode ? { toNode } : {}) });
-      for (const node of [check.sourceNode, check.destinationNode ?? toNode]) {
+      const check = await placement();
+      for (const node of [check.sourceNode, toNode ?? check.destinationNode]) {
         if (!node) continue;
         const n = active.filter((o) => o.status?.sourceNode === node || o.status?.destinationNode === node).length;
         if (n >= limit.perNode) return `waiting: policy ${policy.metadata.name} allows ${limit.perNode} migrations at once per node (node ${node} takes part in ${n})`;

@@ -105,16 +105,6 @@ export class Kube {
       ns !== undefined ? this.custom.getNamespacedCustomObject({ ...base, namespace: ns, name }) : this.custom.getClusterCustomObject({ ...base, name }));
   }
 
-  /** get, or undefined when it does not exist. */
-  async find<T extends KubeObject>(kind: Kind, name: string, namespace?: string): Promise<T | undefined> {
-    try {
-      return await this.get<T>(kind, name, namespace);
-    } catch (e) {
-      if (statusCode(e) === 404) return undefined;
-      throw e;
-    }
-  }
-
   /** Every object of a kind (in one namespace, or in all when namespace is undefined). */
   async list<T extends KubeObject>(kind: Kind, namespace?: string): Promise<{ items: T[]; resourceVersion: string }> {
     const k = KINDS[kind];
@@ -143,12 +133,6 @@ export class Kube {
     const body = { status };
     return this.call(`update ${kind} ${name} status`, () =>
       ns !== undefined ? this.custom.patchNamespacedCustomObjectStatus({ ...base, namespace: ns, name, body }, mergePatch) : this.custom.patchClusterCustomObjectStatus({ ...base, name, body }, mergePatch));
-  }
-
-  async delete(kind: Kind, name: string, namespace?: string): Promise<void> {
-    const { ns, base } = this.where(kind, namespace);
-    await this.call(`delete ${kind} ${name}`, () =>
-      ns !== undefined ? this.custom.deleteNamespacedCustomObject({ ...base, namespace: ns, name }) : this.custom.deleteClusterCustomObject({ ...base, name }));
   }
 
   /** Labels of a namespace ({} when it cannot be read: policies then match on pod labels alone). */

@@ -5,8 +5,8 @@ export {
 } from './phases.js';
 export {
   DEFAULT_TIMEOUTS_MS, MAX_ERROR_MESSAGE_CHARS, MAX_TIMEOUT_MS, conditionOf, finishCondition, initialStatus,
-  admittedStatus, cancelledWhilePending, isJsonObject, noteCondition, queuedStatus, phaseTimeoutMs, skipMessage, startCondition, statusChanged, toPhaseError,
-  type Condition, type ConditionStatus, type MigrationSpec, type MigrationStatus, type PhaseError,
+  admittedStatus, cancelledWhilePending, isJsonObject, noteCondition, outcomeOf, queuedStatus, phaseTimeoutMs, skipMessage, startCondition, statusChanged, toPhaseError,
+  type Condition, type ConditionStatus, type MigrationSpec, type MigrationStatus, type Outcome, type PhaseError,
   type RollbackReason, type TimedPhase,
 } from './status.js';
 export {

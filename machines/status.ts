@@ -243,6 +243,22 @@ export function skipMessage(spec: MigrationSpec, phase: Phase): string | undefin
 /** Phases that run under a timeout. */
 export type TimedPhase = WorkPhase | 'RollingBack';
 
+/** What a migration came to: its freeze window and the TCP verification's figures, when it has them. */
+export interface Outcome {
+  freezeMs?: number;
+  connections?: number;
+  preserved?: number;
+  seqDeltaMax?: number;
+  rst?: number;
+}
+
+/** The outcome recorded in a status's results (Restore's freeze window, TCPVerifying's figures). */
+export function outcomeOf(s: { results: Readonly<Record<string, unknown>> }): Outcome {
+  const restore = s.results['Restore'] as { freezeMs?: number } | undefined;
+  const tcp = s.results['TCPVerifying'] as { connections?: number; preserved?: number; seqDeltaMax?: number; rst?: number } | undefined;
+  return { ...(restore?.freezeMs !== undefined ? { freezeMs: restore.freezeMs } : {}), ...(tcp ?? {}) };
+}
+
 /** Default time each phase may take (ms); spec.timeouts replaces any of them. */
 export const DEFAULT_TIMEOUTS_MS: Readonly<Record<TimedPhase, number>> = {
   SocketInventory: 30_000, // one sock_diag dump on the source node

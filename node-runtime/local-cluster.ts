@@ -10,7 +10,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { connectBus, type BusAddress } from '../bus/connection.js';
 import { removeStore, startEmbedded } from '../bus/embedded.js';
 import { ConflictError, NodeOperationError, NotFoundError } from '../bus/errors.js';
-import { ensureIdentities, inboxPrefixOf, type IdentitySpec } from '../bus/identity.js';
+import { ensureIdentities, inboxPrefixOf, type IdentitySpec, type Permissions } from '../bus/identity.js';
 import { ensureBusResources } from '../bus/jetstream.js';
 import { API_ROOT, Buckets, Subjects } from '../bus/subjects.js';
 import type { NodeRegistration } from '../bus/messages.js';
@@ -25,6 +25,12 @@ import { listPodRecords, readClusterRecord, removeClusterDir, writeClusterRecord
 /** Agents measure capabilities (criu check) before registering; allow for a slow first CRIU start. */
 export const AGENTS_READY_TIMEOUT_MS = 30_000;
 
+
+/** The Kubernetes operator (CR bridge, webhook): the coordinator's API and migration events, nothing else. */
+export const OPERATOR_PERMISSIONS: Permissions = {
+  publish: [`${API_ROOT}.api.>`],
+  subscribe: [`${API_ROOT}.events.migration.>`, `${inboxPrefixOf('operator')}.>`],
+};
 
 /** The identities of a cluster's bus: an admin (CLI, coordinator) and one restricted identity per node. */
 export function identitySpecs(plan: ClusterPlan): IdentitySpec[] {
@@ -42,14 +48,7 @@ export function identitySpecs(plan: ClusterPlan): IdentitySpec[] {
       allowResponses: true,
     },
   }));
-  // The Kubernetes operator (CR bridge and webhook): the coordinator's API and migration events, nothing else.
-  const operator: IdentitySpec = {
-    name: 'operator',
-    permissions: {
-      publish: [`${API_ROOT}.api.>`],
-      subscribe: [`${API_ROOT}.events.migration.>`, `${inboxPrefixOf('operator')}.>`],
-    },
-  };
+  const operator: IdentitySpec = { name: 'operator', permissions: OPERATOR_PERMISSIONS };
   // The inspector reads statuses and events; cancel is refused by the inspector itself unless enabled.
   const inspector: IdentitySpec = {
     name: 'inspector',

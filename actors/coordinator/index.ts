@@ -19,7 +19,7 @@ import type { CheckReply, CheckRequest, EstimateApiReply, EstimateApiRequest, Mi
 import type { PodInfo } from '../../bus/messages.js';
 import { codecs as agentCodecs } from '../../node-runtime/agent.js';
 import {
-  DEFAULT_TIMEOUTS_MS, admittedStatus, cancelledWhilePending, initialStatus, isBeforeCutover, queuedStatus, isTerminal, migrationClock, snapshotForRestart, statusChanged,
+  DEFAULT_TIMEOUTS_MS, admittedStatus, outcomeOf, cancelledWhilePending, initialStatus, isBeforeCutover, queuedStatus, isTerminal, migrationClock, snapshotForRestart, statusChanged,
   type MigrationSpec, type MigrationStatus, type Phase,
 } from '../../machines/index.js';
 import { apiCodecs as c, migCodecs as migC } from './codecs.js';
@@ -61,7 +61,7 @@ export interface Coordinator {
 type MigrationActor = Actor<AnyActorLogic>;
 
 function summary(s: MigrationStatus): MigrationSummary {
-  const freezeMs = (s.results['Restore'] as { freezeMs?: number } | undefined)?.freezeMs;
+  const { freezeMs } = outcomeOf(s);
   return {
     id: s.spec.id, pod: s.spec.pod, sourceNode: s.spec.sourceNode, destinationNode: s.spec.destinationNode,
     strategy: s.spec.strategy, phase: s.phase, startedAtMs: s.startedAtMs,
@@ -142,14 +142,15 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
     throw new NotFoundError(`pod ${pod} not found (see: podmotion pod list)`);
   }
 
-  async function planSpec(req: MigrateRequest): Promise<MigrationSpec> {
+  /** `found`: the pod, when the caller has already looked it up. */
+  async function planSpec(req: MigrateRequest, found?: PodInfo): Promise<MigrationSpec> {
     if ((req.failAt || req.pauseAt) && !cfg.testHooks) throw new InvalidRequestError('failAt and pauseAt are test hooks; this coordinator runs without test hooks');
     for (const st of latest.values()) {
       if (st.spec.pod === req.pod && !isTerminal(st.phase) && !st.spec.dryRun) {
         throw new ConflictError(`pod ${req.pod} is already migrating (migration ${st.spec.id}, phase ${st.phase})`);
       }
     }
-    const pod = await findPod(req.pod);
+    const pod = found ?? await findPod(req.pod);
     if (!pod.running) throw new PreconditionError(`pod ${req.pod} is not running on ${pod.node}`);
     const regs = await readRegistrations();
     let dest = req.toNode;
@@ -222,14 +223,15 @@ export async function startCoordinator(cfg: CoordinatorConfig): Promise<Coordina
   async function check(req: CheckRequest): Promise<CheckReply> {
     const reply: CheckReply = { allowed: false, reasons: [], volumes: [] };
     if (planning.has(req.pod)) reply.reasons.push(`pod ${req.pod} is already migrating (a migration is being planned)`);
+    // One lookup of the pod (a pod.list to every node) serves both the plan and its volumes.
+    const pod = await findPod(req.pod).catch(() => undefined);
     try {
-      const spec = await planSpec({ ...req, dryRun: true });
+      const spec = await planSpec({ ...req, dryRun: true }, pod);
       reply.sourceNode = spec.sourceNode;
       reply.destinationNode = spec.destinationNode;
     } catch (e) {
       reply.reasons.push((e as Error).message);
     }
-    const pod = await findPod(req.pod).catch(() => undefined);
     if (pod?.volumes?.length) {
       try {
         reply.volumes = planVolumes(req.pod, pod.volumes).map((v) => ({ volume: v.volume, tier: v.tier }));

@@ -10,11 +10,10 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { PYTHON, WORKLOADS } from '../../cli/load.js';
 import { cli, cliJson } from '../integration/helpers.js';
 import { PROJECT_ROOT } from '../../node-runtime/constants.js';
-import { startWithCrds, type ApiServer } from '../kube/apiserver.js';
+import { freePort, startWithCrds, type ApiServer } from '../kube/apiserver.js';
 import { run } from '../../node-runtime/exec.js';
 import { PORT, bringUp, podNode, tearDown, type Bed } from './helpers.js';
 
@@ -29,16 +28,6 @@ let operator: ChildProcess | undefined;
 let operatorLog = '';
 let inspectPort = 0;
 let deployment: { resourceVersion: string; generation: number } | undefined;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function plugin(args: string[], timeoutMs = 240_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

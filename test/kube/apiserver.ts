@@ -6,6 +6,7 @@
  * leftovers of an interrupted run (processes and directories under the same prefix) are removed first.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -38,7 +39,8 @@ export async function kubeBin(): Promise<string> {
   return r.stdout.trim().split('\n').at(-1)!;
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port free on loopback now. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
@@ -87,14 +89,12 @@ export async function startApiServer(): Promise<ApiServer> {
   await openssl(['rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub'], dir);
 
   const [etcdClient, etcdPeer, securePort] = await Promise.all([freePort(), freePort(), freePort()]);
-  const etcdLog = path.join(dir, 'etcd.log');
   const etcd = spawn(path.join(bin, 'etcd'), [
     '--data-dir', path.join(dir, 'etcd'), '--name', 'podmotion-test',
     '--listen-client-urls', `http://127.0.0.1:${etcdClient}`, '--advertise-client-urls', `http://127.0.0.1:${etcdClient}`,
     '--listen-peer-urls', `http://127.0.0.1:${etcdPeer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${etcdPeer}`,
     '--initial-cluster', `podmotion-test=http://127.0.0.1:${etcdPeer}`, '--unsafe-no-fsync', '--log-level', 'warn',
   ], { stdio: ['ignore', 'ignore', 'ignore'], detached: false });
-  await writeFile(etcdLog, '');
 
   const url = `https://127.0.0.1:${securePort}`;
   const apiLog = path.join(dir, 'kube-apiserver.log');
@@ -110,7 +110,6 @@ export async function startApiServer(): Promise<ApiServer> {
   ];
   let api: ChildProcess | undefined;
   const startApi = async () => {
-    const { openSync } = await import('node:fs');
     const fd = openSync(apiLog, 'a');
     api = spawn(path.join(bin, 'kube-apiserver'), apiArgs, { stdio: ['ignore', fd, fd] });
     await waitHealthy(url, path.join(dir, 'ca.crt'), dir, api, apiLog);
