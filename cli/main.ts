@@ -1,6 +1,7 @@
 /** The podmotion command line: a thin layer over the bus API and the local cluster. */
 import { clusterCommand, nodeCommand } from './cluster-commands.js';
 import { podCommand } from './pod-commands.js';
+import { serviceCommand } from './service-commands.js';
 import { agentCommand } from './agent-command.js';
 import { doctorCommand } from './doctor-command.js';
 import { coordinatorCommand } from './coordinator-command.js';
@@ -21,6 +22,9 @@ export const USAGE = `usage: podmotion <command> [flags]
   pod run NAME --node NODE [--port P] [--user U] [--volume NAME[:local|shared]]... -- CMD...
           (or --container NAME=CMD ... instead of -- CMD: containers sharing the pod's network)
   pod list | pod logs NAME [--lines N] | pod delete NAME
+  service create NAME --pod POD [--pod POD]... --port P [--target-port T] [--node-port N]
+          a Service as kube-proxy makes it (ClusterIP, NodePort on every node)
+  service list | service delete NAME       services, and packets each node dropped as ctstate INVALID
   migrate POD [--to-node N] [--strategy Cold] [--dry-run] [--wait] [--timeout S]
           [--no-network-continuity]        live-migrate a pod, streaming its phases
   status NAME | describe NAME | cancel NAME | list [--active]
@@ -44,6 +48,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'cluster': await clusterCommand(rest); return 0;
       case 'node': await nodeCommand(rest); return 0;
       case 'pod': await podCommand(rest); return 0;
+      case 'service': await serviceCommand(rest); return 0;
       case 'agent': await agentCommand(rest); return 0;
       case 'coordinator': await coordinatorCommand(rest); return 0;
       case 'operator': await operatorCommand(rest); return 0;

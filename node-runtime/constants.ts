@@ -28,6 +28,12 @@ export const UNDERLAY_PREFIX = '172.30.0.';
 export const UNDERLAY_CLIENT_HOST = 2;
 export const UNDERLAY_NODE_HOST_BASE = 10;
 
+/** Service virtual IPs (ClusterIPs), as a cluster's --service-cluster-ip-range; node ports as the API server's default range. */
+export const SERVICE_CIDR = '10.96.0.0/16';
+export const SERVICE_IP_PREFIX = '10.96.0.';
+export const NODE_PORT_MIN = 30000;
+export const NODE_PORT_MAX = 32767;
+
 /** Overlay (flannel-like): node N owns 10.244.N.0/24; the client namespace is overlay member 0. */
 export const POD_NET_PREFIX = '10.244.';
 export const POD_NETWORK = '10.244.0.0/16';
@@ -60,6 +66,10 @@ export function podsDir(cluster: string): string {
   return path.join(clusterDir(cluster), 'pods');
 }
 /** Pod records are per node: during a migration the source and destination each keep their own. */
+/** Services of the local cluster (its kube-proxy emulation), one JSON record each. */
+export function servicesDir(cluster: string): string {
+  return path.join(clusterDir(cluster), 'services');
+}
 export function podRecordFile(cluster: string, node: string, pod: string): string {
   return path.join(podsDir(cluster), node, `${pod}.json`);
 }
