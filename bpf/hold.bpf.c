@@ -200,6 +200,8 @@ static __always_inline void track(struct __sk_buff *skb, const struct pm_iphdr *
 	if (!(sflags & PM_SIDE_SEEN) || (__s32)(end - s->nxt) > 0)
 		s->nxt = end;
 	if (fl & TCP_SYN) {
+		/* A new connection on a 4-tuple the map still holds: the old one's end is not this one's. */
+		sflags &= ~(PM_SIDE_FIN | PM_SIDE_RST);
 		s->isn = seq;
 		sflags |= PM_SIDE_SYN;
 		if (opts.has_wscale) {

@@ -16,7 +16,7 @@ const mac = () => str({ maxLength: 17, pattern: /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/
 /** Node verbs of the migration actors (joined to `podmotion.v1.node.<node>.`). */
 export const MIG_VERBS = [
   'mig.inventory', 'mig.prepare', 'mig.arm', 'mig.freeze', 'mig.restore', 'mig.disengage', 'mig.holdStats',
-  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.estimate', 'mig.precopy.prepare', 'mig.precopy.round', 'mig.precopy.commit', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'mig.postcopy.finish', 'mig.where', 'vol.sync', 'relay.route',
+  'mig.probe', 'mig.cutover', 'mig.rollback', 'mig.estimate', 'mig.precopy.prepare', 'mig.precopy.round', 'mig.precopy.commit', 'mig.restored', 'mig.reclaim.prepare', 'mig.reclaim.abort', 'mig.reclaim.freeze', 'mig.reclaim.restore', 'mig.postcopy.finish', 'mig.where', 'vol.sync', 'relay.route', 'relay.conntrack',
 ] as const;
 export type MigVerb = (typeof MIG_VERBS)[number];
 
@@ -78,6 +78,19 @@ export type ArmReply = Infer<typeof ArmReply>;
 /** `lazy`: PostCopy, private memory stays behind and is served over the page channel after the freeze. */
 export const FreezeRequest = obj({ id: id(), pod: name(), networkContinuity: bool(), target: PrepareReply, bandwidthMbps: optional(num({ min: 1 })), lazy: optional(bool()) });
 export type FreezeRequest = Infer<typeof FreezeRequest>;
+const port = () => num({ int: true, min: 0, max: 65535 });
+const ctTuple = () => obj({ src: ipv4(), dst: ipv4(), sport: port(), dport: port() });
+/**
+ * A node's conntrack entry of one of the pod's flows (node-runtime/conntrack.ts). Its fields become arguments of
+ * the `conntrack` tool on the destination, so each is held to the shape that tool prints.
+ */
+export const CtEntrySchema = obj({
+  proto: literal('tcp', 'udp'), state: optional(str({ maxLength: 16, pattern: /^[A-Z_]{1,16}$/ })), timeoutS: num({ int: true, min: 0, max: 1 << 30 }),
+  orig: ctTuple(), reply: ctTuple(), assured: bool(), seenReply: bool(), mark: num({ int: true, min: 0, max: 0xffffffff }),
+});
+/** Entries carried per migration (one bus message); node-runtime/conntrack.ts keeps the same bound. */
+export const MAX_CT_ENTRIES = 4096;
+
 export const FreezeReply = obj({
   frozenAtMs: num(), dumpMs: num(), transferMs: num(), bytes: num(), files: num({ int: true }),
   /** Pages sent by reference because a pre-copy round had delivered them already. */
@@ -96,6 +109,10 @@ export const FreezeReply = obj({
   established: optional(num({ int: true, min: 0 })),
   /** The volumes' last round, alongside the images. */
   volumeFiles: optional(num({ int: true, min: 0 })), volumeBytes: optional(num({ int: true, min: 0 })), volumeMs: optional(num({ min: 0 })),
+  /** The source node's conntrack entries of the pod's flows, listed at the freeze, for the destination node. */
+  conntrack: optional(arr(CtEntrySchema, { maxItems: MAX_CT_ENTRIES })),
+  /** Entries of the pod's flows that could not be carried (over the bound, or SNATed to the source node). */
+  conntrackLeft: optional(num({ int: true, min: 0 })),
 });
 export type FreezeReply = Infer<typeof FreezeReply>;
 
@@ -125,6 +142,12 @@ export type DisengageReply = Infer<typeof DisengageReply>;
 export const HoldStatsReply = obj({
   attached: bool(), rstToPod: num({ int: true }), rstFromPod: num({ int: true }),
   droppedToPod: num({ int: true }), droppedFromPod: num({ int: true }),
+  /**
+   * Of the connections this node moved (source: checkpointed; destination: restored), how many saw a RST pass
+   * the hold. The counters above count every RST of the pod, also on connections that had ended before the
+   * freeze (a socket closed there is not restored, and its peer's late segments are answered with RST).
+   */
+  migratedFlows: optional(num({ int: true, min: 0 })), rstMigrated: optional(num({ int: true, min: 0 })),
 });
 export type HoldStatsReply = Infer<typeof HoldStatsReply>;
 
@@ -152,6 +175,13 @@ export type WhereReply = Infer<typeof WhereReply>;
  */
 export const RouteRequest = obj({ id: id(), pod: name(), podIp: ipv4(), node: name(), vtepIp: ipv4(), version: optional(num({ min: 0 })) });
 export type RouteRequest = Infer<typeof RouteRequest>;
+
+/** The destination node takes the source's conntrack entries of the pod's flows (OverlayHandoff). */
+export type CtEntry = Infer<typeof CtEntrySchema>;
+export const ConntrackRequest = obj({ id: id(), pod: name(), podIp: ipv4(), entries: arr(CtEntrySchema, { maxItems: MAX_CT_ENTRIES }) });
+export type ConntrackRequest = Infer<typeof ConntrackRequest>;
+export const ConntrackReply = obj({ inserted: num({ int: true, min: 0 }), ms: num({ min: 0 }) });
+export type ConntrackReply = Infer<typeof ConntrackReply>;
 
 /** One round of a pod's `local` volumes, source to destination (the destination's receivers in `target`). */
 export const VolumeSyncRequest = obj({ id: id(), pod: name(), target: PrepareReply });

@@ -203,6 +203,13 @@ export class SimNode {
           return { done: true };
         }));
       }
+      case 'relay.conntrack': {
+        const r = c.conntrack.decode(data);
+        return enc(c.conntrackReply, await this.op(verb, r.id, r.pod, () => {
+          this.events.trace(`${this.name}: ${r.entries.length} conntrack entries of ${r.podIp} taken over`);
+          return { inserted: r.entries.length, ms: 1 };
+        }));
+      }
       case 'mig.restore': {
         const r = c.restore.decode(data);
         return enc(c.restoreReply, await this.op(verb, r.id, r.pod, () => this.restore(r.id, r.pod)));
@@ -334,7 +341,11 @@ export class SimNode {
     if (!to || !to.up || !open) throw new NodeOperationError(`image stream to ${target.host}:${target.port} refused`);
     to.images.set(`${id}/${kind}`, { seq: copy.seq });
     const sockets: SocketSeq[] = [{ local: `${this.ips.get(pod)}:80`, remote: '10.244.0.2:40000', sndSeq: copy.seq, rcvSeq: copy.seq }];
-    const reply: FreezeReply = { frozenAtMs: this.clock.nowMs(), dumpMs: 5, transferMs: 5, bytes: 1 << 20, files: 10, sockets };
+    const ip = this.ips.get(pod) ?? '10.244.1.10';
+    // The client's flow as the source node tracks it: the destination takes it over at the handoff.
+    const conntrack = [{ proto: 'tcp' as const, state: 'ESTABLISHED', timeoutS: 432_000, assured: true, seenReply: true, mark: 0,
+      orig: { src: '10.244.0.2', dst: ip, sport: 40000, dport: 80 }, reply: { src: ip, dst: '10.244.0.2', sport: 80, dport: 40000 } }];
+    const reply: FreezeReply = { frozenAtMs: this.clock.nowMs(), dumpMs: 5, transferMs: 5, bytes: 1 << 20, files: 10, sockets, ...(kind === 'destination' ? { conntrack } : {}) };
     this.froze.set(`${kind}/${id}`, reply);
     return reply;
   }

@@ -47,6 +47,8 @@ export const migCodecs = {
   done: createCodec(mig.Done, 'done'),
   where: createCodec(mig.WhereReply, 'where reply'),
   route: createCodec(mig.RouteRequest, 'route request'),
+  conntrack: createCodec(mig.ConntrackRequest, 'conntrack request'),
+  conntrackReply: createCodec(mig.ConntrackReply, 'conntrack reply'),
   estimate: createCodec(mig.EstimateRequest, 'estimate request'),
   roundRef: createCodec(mig.RoundRef, 'pre-copy round'),
   round: createCodec(mig.RoundRequest, 'pre-copy round request'),

@@ -8,7 +8,7 @@ import { request } from '../../bus/rpc.js';
 import { Subjects } from '../../bus/subjects.js';
 import { InvalidRequestError, NodeOperationError, PodMotionError, PreconditionError } from '../../bus/errors.js';
 import { sleep } from '../../common/clock.js';
-import type { FreezeReply, InventoryReply, PrepareReply, RoundReply, SocketSeq, VolumeSyncReply } from '../../bus/node-migration.js';
+import type { CtEntry, FreezeReply, InventoryReply, PrepareReply, RoundReply, SocketSeq, VolumeSyncReply } from '../../bus/node-migration.js';
 import type { NodeRegistration } from '../../bus/messages.js';
 import type { ProgressEvent } from '../../bus/api.js';
 import { phaseTimeoutMs, type MigrationStatus, type WorkPhase } from '../../machines/index.js';
@@ -29,7 +29,8 @@ export interface EffectDeps {
   /** Per-migration secrets that must never enter a status (the image stream key). */
   secrets: Map<string, PrepareReply>;
   /** Per-connection sequence state before and after, kept out of the status (it can be large). */
-  sockets: Map<string, { before: SocketSeq[]; after: SocketSeq[] }>;
+  /** Per migration: sequence state of its connections at the freeze and after the restore, and its flows' conntrack entries. */
+  sockets: Map<string, { before: SocketSeq[]; after: SocketSeq[]; conntrack?: CtEntry[] }>;
   /** A node missed a route change (see routes.ts). */
   routesOwed?: (node: string, podIp: string) => void;
   /** Volumes' bulk rounds, started when the destination is ready and awaited before the freeze. */
@@ -64,7 +65,7 @@ export const QUICK_REQUEST_TIMEOUT_MS = 15_000;
  */
 export const ROLLBACK_REQUEST_TIMEOUT_MS = 120_000;
 const QUICK_VERBS: ReadonlySet<string> = new Set([
-  'relay.route', 'mig.restored', 'mig.holdStats', 'mig.disengage', 'mig.inventory', 'mig.arm', 'mig.probe', 'mig.precopy.commit',
+  'relay.route', 'relay.conntrack', 'mig.restored', 'mig.holdStats', 'mig.disengage', 'mig.inventory', 'mig.arm', 'mig.probe', 'mig.precopy.commit',
   // Kill, remove, resume: seconds at most, and idempotent, so a rollback asks again rather than wait.
   'mig.rollback', 'mig.cutover', 'mig.reclaim.prepare', 'mig.reclaim.abort',
 ]);
@@ -281,15 +282,22 @@ export function createEffects(deps: EffectDeps) {
       const r = await ask(s.spec.sourceNode, 'mig.freeze', c.freeze, c.freezeReply,
         { ...step(s), networkContinuity: s.spec.networkContinuity, target, lazy: postCopied(s),
           ...(s.spec.bandwidthMbps !== undefined ? { bandwidthMbps: s.spec.bandwidthMbps } : {}) }, s, 'FinalFreeze');
-      deps.sockets.set(s.spec.id, { before: r.sockets, after: [] });
-      const { sockets, ...rest } = r;
-      return { ...rest, connections: sockets.length, ...(bulk ? { volumeBulkFiles: bulk.files, volumeBulkBytes: bulk.bytes, volumeBulkMs: bulk.ms } : {}) };
+      const { sockets, conntrack, ...rest } = r;
+      deps.sockets.set(s.spec.id, { before: sockets, after: [], ...(conntrack ? { conntrack } : {}) });
+      return { ...rest, connections: sockets.length, conntrackEntries: conntrack?.length ?? 0, ...(bulk ? { volumeBulkFiles: bulk.files, volumeBulkBytes: bulk.bytes, volumeBulkMs: bulk.ms } : {}) };
     }),
 
     handoffOverlay: effect(async (s) => {
       const inv = result<InventoryReply>(s, 'SocketInventory');
-      const r = await routeEverywhere(s, inv.ip, s.spec.destinationNode, 'OverlayHandoff', [s.spec.sourceNode, s.spec.destinationNode]);
-      return { podIp: inv.ip, node: s.spec.destinationNode, nodesUpdated: r.updated, nodesFailed: r.failed };
+      // The destination takes the flows' conntrack entries while the routes change: packets reaching it before
+      // then are held (dropped) anyway, and each entry replaces whatever such a packet made of its flow.
+      const entries = deps.sockets.get(s.spec.id)?.conntrack ?? [];
+      const [r, ct] = await Promise.all([
+        routeEverywhere(s, inv.ip, s.spec.destinationNode, 'OverlayHandoff', [s.spec.sourceNode, s.spec.destinationNode]),
+        entries.length ? ask(s.spec.destinationNode, 'relay.conntrack', c.conntrack, c.conntrackReply, { ...step(s), podIp: inv.ip, entries }, s, 'OverlayHandoff') : undefined,
+      ]);
+      return { podIp: inv.ip, node: s.spec.destinationNode, nodesUpdated: r.updated, nodesFailed: r.failed,
+        ...(ct ? { conntrackCarried: ct.inserted, conntrackMs: Math.round(ct.ms) } : {}) };
     }),
 
     restore: effect(async (s) => {
@@ -320,8 +328,13 @@ export function createEffects(deps: EffectDeps) {
         ask(s.spec.destinationNode, 'mig.holdStats', c.step, c.holdStats, step(s), s, 'TCPVerifying'),
       ]);
       if (!src.attached || !dst.attached) throw new PreconditionError('TCP verification failed: a traffic hold is not attached, RSTs cannot be counted');
-      const rst = src.rstToPod + src.rstFromPod + dst.rstToPod + dst.rstFromPod;
-      const out = { connections: before.length, preserved: cmp.preserved, seqDeltaMax: cmp.seqDeltaMax, rst, inventoried: listed,
+      const allRst = src.rstToPod + src.rstFromPod + dst.rstToPod + dst.rstFromPod;
+      // What counts is a RST on a connection that moved. Others are the pod's ended connections (their sockets
+      // are not restored, so a peer's late segment is answered with RST) and are reported apart. A node that
+      // cannot tell them apart has every RST counted.
+      const perFlow = src.rstMigrated !== undefined && dst.rstMigrated !== undefined;
+      const rst = perFlow ? src.rstMigrated! + dst.rstMigrated! : allRst;
+      const out = { connections: before.length, preserved: cmp.preserved, seqDeltaMax: cmp.seqDeltaMax, rst, ...(perFlow ? { rstOtherPackets: allRst } : {}), inventoried: listed,
         perConnection: cmp.connections.slice(0, STATUS_SAMPLE) };
       if (cmp.preserved !== before.length || rst > 0) {
         throw new PreconditionError(`TCP verification failed: ${cmp.preserved}/${before.length} connections preserved, seq_delta max ${cmp.seqDeltaMax}, ${rst} RST`);

@@ -24,6 +24,14 @@ export const bpfHold: HoldOps = {
       return undefined;
     }
   },
+  async resets(pin) {
+    try {
+      const s = await holdStats(pin);
+      return new Set(s.flows.filter((f) => f.toPod.rst || f.fromPod.rst).map((f) => `${f.pod}|${f.peer}`));
+    } catch {
+      return undefined;
+    }
+  },
   async reopen(o) {
     return (await reopen({ netns: o.netns, pin: o.flowsPin })).sent;
   },

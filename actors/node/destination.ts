@@ -22,7 +22,8 @@ import { restoreInto } from './checkpoint.js';
 import { detachQuietly, holdBaselines } from './source.js';
 import { decodeIfPrecopied, removePrecopy, startStoreDaemon } from './precopy.js';
 import type { NodeContext } from './context.js';
-import type { NodeMigration } from './state.js';
+import { peekMigration, type NodeMigration } from './state.js';
+import { forgetFlows } from './relay.js';
 import { attachHere, discardReceived, forgetSent, prepareVolumes } from './volumes.js';
 
 /** Upper bound on one pod's checkpoint: larger is a mistake, not a pod this node should accept. */
@@ -36,6 +37,8 @@ export async function preparePod(ctx: NodeContext, m: NodeMigration, req: Prepar
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   await removePodNetwork(netns);
   const net = await preparePodNetwork(ctx.cluster, ctx.node, req.pod, req.ip);
+  // Entries of the pod's flows from an earlier stay here would make its packets INVALID: the source's replace them.
+  await forgetFlows(ctx, req.ip);
   // Nothing may reach the empty namespace before its sockets are restored: it would answer with RST.
   await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: net.hostIface, podIp: req.ip, pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod), modes: ['drop-in'] });
   const key = newTransferKey();
@@ -164,12 +167,18 @@ export async function disengage(ctx: NodeContext, m: NodeMigration, req: Disenga
 
 /** Hold counters since this migration armed (source) or attached (destination) the hold on this node. */
 export async function holdStats(ctx: NodeContext, req: MigStep): Promise<HoldStatsReply> {
-  const c = await ctx.hold.counters(holdPinDir(ctx.cluster, ctx.node.name, req.pod));
+  const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
+  const c = await ctx.hold.counters(pin);
   if (!c) return { attached: false, rstToPod: 0, rstFromPod: 0, droppedToPod: 0, droppedFromPod: 0 };
   const b = holdBaselines.get(req.id) ?? { rstToPod: 0, rstFromPod: 0, droppedToPod: 0, droppedFromPod: 0 };
+  // The connections this node moved: what the checkpoint held (source) or the restore made (destination).
+  const m = peekMigration(req.id);
+  const moved = m?.restored?.sockets ?? m?.froze?.sockets;
+  const resets = moved ? await ctx.hold.resets(pin) : undefined;
   return {
     attached: true, rstToPod: c.rstToPod - b.rstToPod, rstFromPod: c.rstFromPod - b.rstFromPod,
     droppedToPod: c.droppedToPod - b.droppedToPod, droppedFromPod: c.droppedFromPod - b.droppedFromPod,
+    ...(moved && resets ? { migratedFlows: moved.length, rstMigrated: moved.filter((s) => resets.has(`${s.local}|${s.remote}`)).length } : {}),
   };
 }
 
@@ -221,6 +230,8 @@ export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | u
   await discardReceived(ctx, m, req);
   forgetSent(`${req.id}-back`);
   const killed = await killPodIn(netns);
+  const podIp = rec?.ip ?? m?.address?.ip;
+  if (podIp) await forgetFlows(ctx, podIp);
   // The hold goes while its device still exists; removing the namespace takes the veth down under it.
   await detachQuietly(ctx, podHostIface(req.pod), holdPinDir(ctx.cluster, ctx.node.name, req.pod));
   await removePodNetwork(netns);

@@ -15,6 +15,8 @@ export interface HoldOps {
   /** Waits (bounded) until no peer has bytes in flight toward the pod under the zero window. */
   quiesce(pin: string, timeoutMs: number, kickNetns: string): Promise<{ settled: boolean; waitedMs: number }>;
   counters(pin: string): Promise<HoldCounters | undefined>;
+  /** Flows ("pod ip:port|peer ip:port") on which a RST passed the hold, either way; undefined without a hold. */
+  resets(pin: string): Promise<Set<string> | undefined>;
   /** Sends, from `netns`, a window-opening ACK for every flow the hold at `flowsPin` recorded. */
   reopen(opts: { netns: string; flowsPin: string }): Promise<number>;
   /** Removes the hold (idempotent; a device already gone is fine). */

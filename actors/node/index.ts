@@ -6,7 +6,7 @@ import { migCodecs as c } from '../coordinator/codecs.js';
 import type { NodeContext } from './context.js';
 import { armHold, cutoverSource, estimatePod, freezePod, inventoryPod, rollbackSource } from './source.js';
 import { cutoverDestination, disengage, hasRestoredCopy, holdStats, postcopyFinish, preparePod, probe, restorePod, rollbackDestination } from './destination.js';
-import { route } from './relay.js';
+import { route, takeFlows } from './relay.js';
 import { syncVolumes } from './volumes.js';
 import { readPodRecord } from '../../node-runtime/records.js';
 import { isRunning } from '../../node-runtime/procs.js';
@@ -98,5 +98,6 @@ export function registerMigrationActors(ctx: NodeContext): Subscription[] {
     serve(nc, at('mig.postcopy.finish'), c.step, c.postcopy, (r) => postcopyFinish(ctx, migrationState(r.id, r.pod), r), { onError }),
     serve(nc, at('vol.sync'), c.volSync, c.volSyncReply, (r) => forward('vol.sync', r.id, r.pod, () => syncVolumes(ctx, r)), { onError }),
     serve(nc, at('relay.route'), c.route, c.done, (r) => route(ctx, r), { onError }),
+    serve(nc, at('relay.conntrack'), c.conntrack, c.conntrackReply, (r) => forward('relay.conntrack', r.id, r.pod, () => takeFlows(ctx, r)), { onError }),
   ];
 }

@@ -1,9 +1,12 @@
 /**
- * The network-relay actor on each node: routes a pod IP to the node that serves it. The serving node
- * routes it to the pod's veth; every other node to the serving node's VTEP over the overlay.
+ * The network-relay actor on each node: routes a pod IP to the node that serves it (the serving node to the
+ * pod's veth, every other node to the serving node's VTEP over the overlay), and moves the conntrack entries
+ * of a migrating pod's flows from the node it leaves to the node it goes to.
  */
-import type { Done, RouteRequest } from '../../bus/node-migration.js';
-import { VXLAN_DEV } from '../../node-runtime/constants.js';
+import { MAX_CT_ENTRIES, type ConntrackReply, type ConntrackRequest, type Done, type RouteRequest } from '../../bus/node-migration.js';
+import { carriable, forgetEntries, insertEntries, listEntries, type CtEntry } from '../../node-runtime/conntrack.js';
+import { POD_GATEWAY, VXLAN_DEV } from '../../node-runtime/constants.js';
+import { listPodRecords } from '../../node-runtime/records.js';
 import { ip } from '../../node-runtime/exec.js';
 import { podHostIface } from '../../node-runtime/plan.js';
 import type { NodeContext } from './context.js';
@@ -28,4 +31,48 @@ export async function route(ctx: NodeContext, req: RouteRequest): Promise<Done> 
 /** The same route in a namespace that is an overlay member but not a node (the local cluster's client). */
 export async function routeMember(netns: string, podIp: string, vtepIp: string): Promise<void> {
   await ip(['route', 'replace', `${podIp}/32`, 'via', vtepIp, 'dev', VXLAN_DEV, 'onlink'], netns);
+}
+
+/** Addresses of pods this node serves (not incoming copies): their flows through here stay here. */
+async function localPeers(ctx: NodeContext): Promise<Set<string>> {
+  const recs = await listPodRecords(ctx.cluster);
+  return new Set(recs.filter((r) => r.node === ctx.node.name && r.incoming === undefined).map((r) => r.ip));
+}
+
+/**
+ * At the freeze: this node's conntrack entries of the pod's flows that can move with it, and how many cannot.
+ * A node that tracks nothing (no stateful rules) has none; a failure to list is logged and carries none.
+ */
+export async function flowsToCarry(ctx: NodeContext, podIp: string): Promise<{ entries: CtEntry[]; left: number }> {
+  try {
+    const all = await listEntries(ctx.node.netns, podIp);
+    const { carry, stuck } = carriable(all, podIp, new Set([ctx.node.underlayIp, ctx.node.vtepIp, POD_GATEWAY]));
+    const entries = carry.slice(0, MAX_CT_ENTRIES);
+    return { entries, left: carry.length - entries.length + stuck.length };
+  } catch (e) {
+    ctx.log.warn({ podIp, err: (e as Error).message }, 'conntrack entries of the pod could not be listed; none carried');
+    return { entries: [], left: 0 };
+  }
+}
+
+/** OverlayHandoff on the destination: the source's entries of the pod's flows, in place before it resumes. */
+export async function takeFlows(ctx: NodeContext, req: ConntrackRequest): Promise<ConntrackReply> {
+  const t0 = ctx.clock.nowMs();
+  const { retried } = await insertEntries(ctx.node.netns, req.podIp, req.entries);
+  ctx.log.info({ migration: req.id, pod: req.pod, entries: req.entries.length, retried }, 'conntrack entries of the pod taken over');
+  return { inserted: req.entries.length, ms: ctx.clock.nowMs() - t0 };
+}
+
+/**
+ * This node no longer serves the pod (the source at cutover, a destination rolled back, a destination before
+ * it takes the pod's flows): it forgets their entries, which an earlier stay would otherwise leave behind with
+ * sequence windows that make every later packet INVALID. Best effort: logged, never fatal.
+ */
+export async function forgetFlows(ctx: NodeContext, podIp: string): Promise<number> {
+  try {
+    return await forgetEntries(ctx.node.netns, podIp, await localPeers(ctx));
+  } catch (e) {
+    ctx.log.warn({ podIp, err: (e as Error).message }, 'conntrack entries of the pod could not be removed');
+    return 0;
+  }
 }

@@ -18,6 +18,7 @@ import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runti
 import type { NodeContext } from './context.js';
 import { sleep } from '../../common/clock.js';
 import type { HoldCounters } from './hold.js';
+import { flowsToCarry, forgetFlows } from './relay.js';
 import { forgetSent, reattachSource, removeSourceCopies, volumeRound } from './volumes.js';
 
 /** How long cutover waits for a finished post-copy session to close before closing it itself. */
@@ -76,8 +77,17 @@ export async function armHold(ctx: NodeContext, req: MigStep): Promise<ArmReply>
   return { armedAtMs, waitedMs: ctx.clock.nowMs() - armedAtMs };
 }
 
+/**
+ * FinalFreeze on the source: checkpoints the pod and, alongside, lists this node's conntrack entries of its
+ * flows for the destination (their tuples, state and NAT are what matters, and those do not change in the freeze).
+ */
 export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<FreezeReply> {
   const rec = await sourcePod(ctx, req.pod);
+  const [reply, flows] = await Promise.all([dumpPod(ctx, req, rec), flowsToCarry(ctx, rec.ip)]);
+  return { ...reply, ...(flows.entries.length ? { conntrack: flows.entries } : {}), ...(flows.left ? { conntrackLeft: flows.left } : {}) };
+}
+
+async function dumpPod(ctx: NodeContext, req: FreezeRequest, rec: PodRecord): Promise<FreezeReply> {
   const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
   // Without network continuity nothing was armed; the drop still keeps a frozen socket from being answered.
   if (!req.networkContinuity && !(await ctx.hold.counters(pin))) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
@@ -186,6 +196,7 @@ export async function cutoverSource(ctx: NodeContext, req: MigStep): Promise<voi
     // The copy is dead (silently: its sockets were in repair mode); the hold goes before its device does.
     await detachQuietly(ctx, rec.hostIface, holdPinDir(ctx.cluster, ctx.node.name, rec.name));
     await removePodNetwork(rec.netns);
+    await forgetFlows(ctx, rec.ip);
     await removeSourceCopies(ctx, rec);
     await removePodRecord(ctx.cluster, ctx.node.name, req.pod);
   }

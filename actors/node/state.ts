@@ -62,6 +62,11 @@ export function migrationState(id: string, pod: string): NodeMigration {
   return m;
 }
 
+/** This node's state of a migration, if it has any (never makes one). */
+export function peekMigration(id: string): NodeMigration | undefined {
+  return table.get(id);
+}
+
 /**
  * Migrations that ended on this node (rolled back or cut over), oldest first, bounded: a forward step that
  * arrives after the end (delayed, or queued behind the rollback) must not act — a late freeze would stop a
