@@ -27,6 +27,8 @@ class Conn:
         self.sent = 0
         self.errors = []
         self.max_stall = 0.0
+        # monotonic time the outstanding request was sent, or None: a wedged connection must show as a stall
+        self.pending_since = None
         self.local = None
 
     def run(self):
@@ -41,6 +43,8 @@ class Conn:
         while not stop.is_set():
             n = self.sent + 1
             t0 = time.monotonic()
+            with lock:
+                self.pending_since = t0
             try:
                 s.sendall(b"%d\n" % n)
                 reply = f.readline()
@@ -50,6 +54,7 @@ class Conn:
                 return
             waited = time.monotonic() - t0
             with lock:
+                self.pending_since = None
                 self.sent = n
                 self.max_stall = max(self.max_stall, waited)
                 if reply.split() != [str(n).encode(), str(n).encode()]:
@@ -66,15 +71,22 @@ time.sleep(0.2)
 print(json.dumps({"ready": True, "connections": [c.local for c in conns]}), flush=True)
 
 
+def stall_of(c, now):
+    """Longest wait for a reply since the last mark, counting a request still waiting (a wedged connection)."""
+    waiting = now - c.pending_since if c.pending_since is not None and not c.errors else 0.0
+    return max(c.max_stall, waiting)
+
+
 def report(final):
     with lock:
+        now = time.monotonic()
         out = {
             "connections": count,
             "alive": sum(1 for c in conns if not c.errors),
             "requests": sum(c.sent for c in conns),
             "errors": [e for c in conns for e in c.errors],
-            "maxStallMs": round(max(c.max_stall for c in conns) * 1000, 1),
-            "perConnection": [{"local": c.local, "requests": c.sent, "maxStallMs": round(c.max_stall * 1000, 1)} for c in conns],
+            "maxStallMs": round(max(stall_of(c, now) for c in conns) * 1000, 1),
+            "perConnection": [{"local": c.local, "requests": c.sent, "maxStallMs": round(stall_of(c, now) * 1000, 1)} for c in conns],
             "final": final,
         }
         for c in conns:

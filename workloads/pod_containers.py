@@ -4,7 +4,8 @@
   app PORT       the counter service ("<n>\\n" -> "<n> <count>\\n" per connection), on 127.0.0.1 only; it
                  appends a line per 100 requests to app.log on the shared volume
   proxy PORT APP a sidecar: accepts on the pod's PORT and forwards each connection to 127.0.0.1:APP, so
-                 every client connection is a loopback connection between two containers too
+                 every client connection is a loopback connection between two containers too; APP may
+                 also be HOST:PORT (a Service's ClusterIP: the pod is then a Service client as well)
   shipper        a log shipper: follows app.log on the shared volume and counts the lines it has shipped
 
 Every role keeps a heartbeat (a tick every 5 ms on the monotonic clock) and writes, five times a second,
@@ -118,16 +119,23 @@ def pump(src, dst, done):
         dst.close()
 
 
-def proxy(port, app_port):
+def proxy(port, upstream_spec):
+    host, _, upstream_port = upstream_spec.rpartition(":")
+    target = (host or "127.0.0.1", int(upstream_port))
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("0.0.0.0", port))
     srv.listen(128)
-    print(f"proxy :{port} -> 127.0.0.1:{app_port}", flush=True)
+    print(f"proxy :{port} -> {target[0]}:{target[1]}", flush=True)
     opened = 0
     while True:
         client, _ = srv.accept()
-        upstream = socket.create_connection(("127.0.0.1", app_port))
+        try:
+            upstream = socket.create_connection(target, timeout=5)
+            upstream.settimeout(None)
+        except OSError:
+            client.close()
+            continue
         for s in (client, upstream):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         opened += 1
@@ -155,7 +163,7 @@ def shipper():
 if role == "app":
     app(int(sys.argv[2]))
 elif role == "proxy":
-    proxy(int(sys.argv[2]), int(sys.argv[3]))
+    proxy(int(sys.argv[2]), sys.argv[3])
 elif role == "shipper":
     shipper()
 else:
