@@ -9,6 +9,7 @@
  * INVALID and dropped. So the source lists the entries at the freeze, the destination replaces whatever it
  * has of the pod's flows with them before traffic is routed to it, and the node left behind forgets them.
  */
+import { NodeOperationError } from '../bus/errors.js';
 import { inNetns } from './exec.js';
 import { POD_GATEWAY } from './constants.js';
 
@@ -159,20 +160,33 @@ async function deleteAll(netns: string, ip: string): Promise<void> {
 }
 
 /**
- * Creates the carried entries. A packet of one of the flows may have made an entry here first (the routes change
- * while this runs; such packets are held, but conntrack saw them): then the pod's entries are all deleted and
- * the carried ones created again.
+ * Creates the carried entries. A packet of one of the flows may have made an entry here first (a copy of the pod
+ * that served here and moves back, or a peer that routed here early): then the pod's entries are all deleted
+ * and the carried ones created again, and checked.
  */
-export async function insertEntries(netns: string, podIp: string, carried: readonly CtEntry[]): Promise<{ retried: boolean }> {
+export async function insertEntries(netns: string, podIp: string, carried: readonly CtEntry[]): Promise<{ retried: string | undefined }> {
   const lines = carried.map(insertLine);
+  let retried: string | undefined;
   try {
     await loadBatch(netns, lines);
-    return { retried: false };
-  } catch {
+  } catch (e) {
+    retried = (e as Error).message;
     await deleteAll(netns, podIp);
     await loadBatch(netns, lines);
-    return { retried: true };
   }
+  if (retried === undefined) return { retried };
+  // After a second pass every carried flow must have its entry, as carried (a NAT that did not take would show
+  // in its reply tuple); a clean first pass is all conntrack's own word (it stops at the first failure).
+  const have = new Set((await listEntries(netns, podIp)).map(flowKey));
+  const missing = carried.filter((e) => !have.has(flowKey(e)));
+  if (missing.length > 0) throw new NodeOperationError(`conntrack: ${missing.length} of ${carried.length} carried entries are not in place (first: ${insertLine(missing[0]!)})`);
+  return { retried };
+}
+
+/** A flow's identity in a listing: both tuples, so an entry picked up in the other direction does not pass for it. */
+function flowKey(e: CtEntry): string {
+  const t = (x: CtTuple) => `${x.src}:${x.sport}>${x.dst}:${x.dport}`;
+  return `${e.proto} ${t(e.orig)} ${t(e.reply)}`;
 }
 
 /** Deletes the pod's flows' entries a node no longer needs; returns how many. */

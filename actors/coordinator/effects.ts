@@ -289,13 +289,13 @@ export function createEffects(deps: EffectDeps) {
 
     handoffOverlay: effect(async (s) => {
       const inv = result<InventoryReply>(s, 'SocketInventory');
-      // The destination takes the flows' conntrack entries while the routes change: packets reaching it before
-      // then are held (dropped) anyway, and each entry replaces whatever such a packet made of its flow.
+      // The destination has the flows' conntrack entries before any packet of theirs is routed to it: one that
+      // arrived first would be picked up mid-stream (or be INVALID), and its entry would be in the way.
       const entries = deps.sockets.get(s.spec.id)?.conntrack ?? [];
-      const [r, ct] = await Promise.all([
-        routeEverywhere(s, inv.ip, s.spec.destinationNode, 'OverlayHandoff', [s.spec.sourceNode, s.spec.destinationNode]),
-        entries.length ? ask(s.spec.destinationNode, 'relay.conntrack', c.conntrack, c.conntrackReply, { ...step(s), podIp: inv.ip, entries }, s, 'OverlayHandoff') : undefined,
-      ]);
+      const ct = entries.length
+        ? await ask(s.spec.destinationNode, 'relay.conntrack', c.conntrack, c.conntrackReply, { ...step(s), podIp: inv.ip, entries }, s, 'OverlayHandoff')
+        : undefined;
+      const r = await routeEverywhere(s, inv.ip, s.spec.destinationNode, 'OverlayHandoff', [s.spec.sourceNode, s.spec.destinationNode]);
       return { podIp: inv.ip, node: s.spec.destinationNode, nodesUpdated: r.updated, nodesFailed: r.failed,
         ...(ct ? { conntrackCarried: ct.inserted, conntrackMs: Math.round(ct.ms) } : {}) };
     }),
@@ -419,6 +419,10 @@ export function createEffects(deps: EffectDeps) {
         const froze = await askRetry(s.spec.destinationNode, 'mig.reclaim.freeze', c.reclaimFreeze, c.freezeReply, { ...step(s), target }, s, 'RollingBack')
           .catch(stayOnDestination);
         steps.push(`destination checkpointed (${froze.dumpMs} ms)`);
+        // The source's entries of the pod's flows are as old as the freeze: the destination's go back with the pod.
+        if (froze.conntrack?.length) {
+          await askRetry(s.spec.sourceNode, 'relay.conntrack', c.conntrack, c.conntrackReply, { ...step(s), podIp: inv.ip, entries: froze.conntrack }, s, 'RollingBack');
+        }
         await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack', [s.spec.sourceNode, s.spec.destinationNode]);
         steps.push('routes returned');
         // If the source's restore fails, the source copy is gone and the stopped destination copy is the pod.

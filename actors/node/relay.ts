@@ -59,7 +59,7 @@ export async function flowsToCarry(ctx: NodeContext, podIp: string): Promise<{ e
 export async function takeFlows(ctx: NodeContext, req: ConntrackRequest): Promise<ConntrackReply> {
   const t0 = ctx.clock.nowMs();
   const { retried } = await insertEntries(ctx.node.netns, req.podIp, req.entries);
-  ctx.log.info({ migration: req.id, pod: req.pod, entries: req.entries.length, retried }, 'conntrack entries of the pod taken over');
+  ctx.log.info({ migration: req.id, pod: req.pod, entries: req.entries.length, ...(retried ? { retriedAfter: retried } : {}) }, 'conntrack entries of the pod taken over');
   return { inserted: req.entries.length, ms: ctx.clock.nowMs() - t0 };
 }
 
