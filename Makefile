@@ -35,6 +35,7 @@ bench: build
 	@node dist/bench/hold/run.js
 	@node dist/bench/freeze/run.js --runs 5
 	@node dist/bench/multi/run.js --migrations 10
+	@node dist/bench/service/run.js --migrations 10
 	@bash bench/sim/run.sh 500
 
 proof: build
