@@ -85,7 +85,7 @@ const ctTuple = () => obj({ src: ipv4(), dst: ipv4(), sport: port(), dport: port
  * the `conntrack` tool on the destination, so each is held to the shape that tool prints.
  */
 export const CtEntrySchema = obj({
-  proto: literal('tcp', 'udp'), state: optional(str({ maxLength: 16, pattern: /^[A-Z_]{1,16}$/ })), timeoutS: num({ int: true, min: 0, max: 1 << 30 }),
+  proto: literal('tcp', 'udp'), state: optional(str({ maxLength: 16, pattern: /^[A-Z][A-Z0-9_]{0,15}$/ })), timeoutS: num({ int: true, min: 0, max: 1 << 30 }),
   orig: ctTuple(), reply: ctTuple(), assured: bool(), seenReply: bool(), mark: num({ int: true, min: 0, max: 0xffffffff }),
 });
 /** Entries carried per migration (one bus message); node-runtime/conntrack.ts keeps the same bound. */
@@ -178,9 +178,9 @@ export type RouteRequest = Infer<typeof RouteRequest>;
 
 /** The destination node takes the source's conntrack entries of the pod's flows (OverlayHandoff). */
 export type CtEntry = Infer<typeof CtEntrySchema>;
-export const ConntrackRequest = obj({ id: id(), pod: name(), podIp: ipv4(), entries: arr(CtEntrySchema, { maxItems: MAX_CT_ENTRIES }) });
+export const ConntrackRequest = obj({ id: id(), pod: name(), podIp: ipv4(), entries: arr(CtEntrySchema, { maxItems: MAX_CT_ENTRIES }), forget: optional(bool()) });
 export type ConntrackRequest = Infer<typeof ConntrackRequest>;
-export const ConntrackReply = obj({ inserted: num({ int: true, min: 0 }), ms: num({ min: 0 }) });
+export const ConntrackReply = obj({ inserted: num({ int: true, min: 0 }), forgotten: optional(num({ int: true, min: 0 })), ms: num({ min: 0 }) });
 export type ConntrackReply = Infer<typeof ConntrackReply>;
 
 /** One round of a pod's `local` volumes, source to destination (the destination's receivers in `target`). */

@@ -36,6 +36,8 @@ export interface CtEntry {
   mark: number;
 }
 
+/** The kernel's default for an established TCP entry (5 days): no carried entry lives longer. */
+const MAX_TIMEOUT_S = 432_000;
 /** TCP states not worth carrying: the flow is over. */
 const ENDED_STATES = new Set(['TIME_WAIT', 'CLOSE']);
 
@@ -43,7 +45,7 @@ const ENDED_STATES = new Set(['TIME_WAIT', 'CLOSE']);
 export function parseConntrack(text: string): CtEntry[] {
   const out: CtEntry[] = [];
   for (const line of text.split('\n')) {
-    const m = /^(tcp|udp)\s+\d+\s+(\d+)\s+(?:([A-Z_]+)\s+)?(.*)$/.exec(line.trim());
+    const m = /^(tcp|udp)\s+\d+\s+(\d+)\s+(?:([A-Z][A-Z0-9_]*)\s+)?(.*)$/.exec(line.trim());
     if (!m) continue;
     const rest = m[4]!;
     const kv = [...rest.matchAll(/\b(src|dst|sport|dport|mark)=(\S+)/g)].map((x) => [x[1]!, x[2]!] as const);
@@ -97,7 +99,8 @@ function peerOf(e: CtEntry, podIp: string): string {
  * move with the pod and those SNATed to an address of this node, whose replies keep coming here.
  */
 export function carriable(entries: readonly CtEntry[], podIp: string, nodeAddrs: ReadonlySet<string>): { carry: CtEntry[]; stuck: CtEntry[] } {
-  const live = entries.filter((e) => (e.orig.src === podIp || e.orig.dst === podIp) &&
+  // A TCP entry without a state cannot be recreated (`conntrack -I -p tcp` needs one): it is left to pickup.
+  const live = entries.filter((e) => (e.orig.src === podIp || e.orig.dst === podIp) && (e.proto !== 'tcp' || e.state !== undefined) &&
     !(e.state && ENDED_STATES.has(e.state)) && peerOf(e, podIp) !== POD_GATEWAY);
   const stuck = live.filter((e) => nodeAddrs.has(natOf(e).snat?.split(':')[0] ?? ''));
   return { carry: live.filter((e) => !stuck.includes(e)), stuck };
@@ -133,7 +136,7 @@ export function insertLine(e: CtEntry): string {
   const status = [e.assured ? 'ASSURED' : '', e.seenReply ? 'SEEN_REPLY' : ''].filter(Boolean).join(',');
   return ['-I', ...tupleArgs(e),
     '-r', reply.src, '-q', reply.dst, '--reply-port-src', String(reply.sport), '--reply-port-dst', String(reply.dport),
-    ...(e.state ? ['--state', e.state] : []), ...(status ? ['-u', status] : []), '-t', String(Math.max(1, e.timeoutS)), '-m', String(e.mark),
+    ...(e.state ? ['--state', e.state] : []), ...(status ? ['-u', status] : []), '-t', String(Math.min(MAX_TIMEOUT_S, Math.max(1, e.timeoutS))), '-m', String(e.mark),
     ...(nat.dnat ? ['--dst-nat', nat.dnat] : []), ...(nat.snat ? ['--src-nat', nat.snat] : []),
   ].join(' ');
 }

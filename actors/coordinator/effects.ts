@@ -148,7 +148,8 @@ export function createEffects(deps: EffectDeps) {
    * Routes the pod IP to `node` on every overlay member. The `critical` nodes must succeed; a failure
    * elsewhere (a node going away) is reported and does not block the migration or its rollback.
    */
-  async function routeEverywhere(s: MigrationStatus, podIp: string, node: string, phase: WorkPhase | 'RollingBack', critical: readonly string[]): Promise<{ updated: number; failed: string[] }> {
+  async function routeEverywhere(s: MigrationStatus, podIp: string, node: string, phase: WorkPhase | 'RollingBack', critical: readonly string[],
+    decidedAtMs?: number): Promise<{ updated: number; failed: string[] }> {
     let regs = await deps.registrations();
     // A rollback waits (bounded) for its critical nodes to be registered again after an agent restart.
     const deadline = deps.clock.nowMs() + ROLLBACK_RETRY_MS;
@@ -156,7 +157,7 @@ export function createEffects(deps: EffectDeps) {
       await sleep(deps.clock, ROLLBACK_RETRY_PAUSE_MS);
       regs = await deps.registrations();
     }
-    const version = deps.clock.nowMs();
+    const version = decidedAtMs ?? deps.clock.nowMs();
     const target = regs.get(node);
     if (!target) throw new PreconditionError(`node ${node} is not registered; cannot route ${podIp} to it`);
     const vtepIp = vtepOf(target.podCidr);
@@ -287,7 +288,9 @@ export function createEffects(deps: EffectDeps) {
       return { ...rest, connections: sockets.length, conntrackEntries: conntrack?.length ?? 0, ...(bulk ? { volumeBulkFiles: bulk.files, volumeBulkBytes: bulk.bytes, volumeBulkMs: bulk.ms } : {}) };
     }),
 
-    handoffOverlay: effect(async (s) => {
+    handoffOverlay: effect(async (s, signal) => {
+      // The route change is decided now: a rollback decided while the conntrack step below runs is newer and wins.
+      const decidedAtMs = deps.clock.nowMs();
       const inv = result<InventoryReply>(s, 'SocketInventory');
       // The destination has the flows' conntrack entries before any packet of theirs is routed to it: one that
       // arrived first would be picked up mid-stream (or be INVALID), and its entry would be in the way.
@@ -295,9 +298,18 @@ export function createEffects(deps: EffectDeps) {
       const ct = entries.length
         ? await ask(s.spec.destinationNode, 'relay.conntrack', c.conntrack, c.conntrackReply, { ...step(s), podIp: inv.ip, entries }, s, 'OverlayHandoff')
         : undefined;
-      const r = await routeEverywhere(s, inv.ip, s.spec.destinationNode, 'OverlayHandoff', [s.spec.sourceNode, s.spec.destinationNode]);
+      if (signal?.aborted) throw new PreconditionError('OverlayHandoff abandoned: the migration is rolling back');
+      // The source forgets them meanwhile: the pod's packets DNATed on the destination may come back through the
+      // source (an endpoint there), and would collide with its old entries. A rollback gives them back.
+      const [r, forgot] = await Promise.all([
+        routeEverywhere(s, inv.ip, s.spec.destinationNode, 'OverlayHandoff', [s.spec.sourceNode, s.spec.destinationNode], decidedAtMs),
+        entries.length
+          ? ask(s.spec.sourceNode, 'relay.conntrack', c.conntrack, c.conntrackReply, { ...step(s), podIp: inv.ip, entries: [], forget: true }, s, 'OverlayHandoff')
+            .then((x) => x.forgotten ?? 0, (e: Error) => `not forgotten on the source: ${e.message}`)
+          : undefined,
+      ]);
       return { podIp: inv.ip, node: s.spec.destinationNode, nodesUpdated: r.updated, nodesFailed: r.failed,
-        ...(ct ? { conntrackCarried: ct.inserted, conntrackMs: Math.round(ct.ms) } : {}) };
+        ...(ct ? { conntrackCarried: ct.inserted, conntrackMs: Math.round(ct.ms), conntrackSourceForgot: forgot ?? 0 } : {}) };
     }),
 
     restore: effect(async (s) => {
@@ -420,8 +432,10 @@ export function createEffects(deps: EffectDeps) {
           .catch(stayOnDestination);
         steps.push(`destination checkpointed (${froze.dumpMs} ms)`);
         // The source's entries of the pod's flows are as old as the freeze: the destination's go back with the pod.
+        // Best effort: a flow without its entry is picked up again; the pod must not be stranded for it.
         if (froze.conntrack?.length) {
-          await askRetry(s.spec.sourceNode, 'relay.conntrack', c.conntrack, c.conntrackReply, { ...step(s), podIp: inv.ip, entries: froze.conntrack }, s, 'RollingBack');
+          await askRetry(s.spec.sourceNode, 'relay.conntrack', c.conntrack, c.conntrackReply, { ...step(s), podIp: inv.ip, entries: froze.conntrack }, s, 'RollingBack')
+            .catch((e: Error) => steps.push(`conntrack entries not carried back: ${e.message}`));
         }
         await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack', [s.spec.sourceNode, s.spec.destinationNode]);
         steps.push('routes returned');
@@ -443,6 +457,12 @@ export function createEffects(deps: EffectDeps) {
         const r = await routeEverywhere(s, inv.ip, s.spec.sourceNode, 'RollingBack', [s.spec.sourceNode]);
         warnings.push(...r.failed.map((f) => `route not returned on ${f}`));
         steps.push('routes returned');
+        // The source handed its flows' conntrack entries over at the handoff: they come back before it resumes.
+        const entries = deps.sockets.get(s.spec.id)?.conntrack ?? [];
+        if (entries.length) {
+          await askRetry(s.spec.sourceNode, 'relay.conntrack', c.conntrack, c.conntrackReply, { ...step(s), podIp: inv.ip, entries }, s, 'RollingBack')
+            .then(() => steps.push('conntrack entries returned'), (e: Error) => warnings.push(`conntrack entries not returned to the source: ${e.message}`));
+        }
       }
       stillOn();
       await askRetry(s.spec.sourceNode, 'mig.rollback', c.role, c.done, { ...step(s), role: 'source' }, s, 'RollingBack');

@@ -19,6 +19,8 @@ import type { NodeContext } from './context.js';
 
 /** Work that runs with the tasks frozen, alongside the dump and the images (the volumes' last round). */
 export type WhileFrozen = () => Promise<VolumeSyncReply>;
+/** Work that needs the tasks frozen but not CRIU waiting for it (the node's conntrack entries of the pod's flows). */
+export type Alongside = () => Promise<Partial<FreezeReply>>;
 /** Written by a tracked freeze into the images: the pages written since the last pre-copy round. */
 export const FINAL_PAGES_FILE = 'pages.pmfinal';
 
@@ -60,6 +62,8 @@ export async function checkpoint(ctx: NodeContext, o: {
   beforeSend?: () => Promise<void>;
   /** Started once the tasks are frozen, alongside the dump and the images: the volumes' last round. */
   whileFrozen?: WhileFrozen;
+  /** Also started once the tasks are frozen, not waited for by CRIU; its fields join the reply. */
+  alongside?: Alongside;
 }): Promise<FreezeReply> {
   await rm(o.dir, { recursive: true, force: true });
   await mkdir(o.dir, { recursive: true, mode: 0o700 });
@@ -68,6 +72,7 @@ export async function checkpoint(ctx: NodeContext, o: {
   let sockets: SocketSeq[] = [];
   let side: Promise<VolumeSyncReply> | undefined;
   let quiesce: string | undefined;
+  let along: Promise<Partial<FreezeReply>> | undefined;
   // What the freeze spends, in ms since the tasks froze (logged like the restore's timeline).
   const marks: string[] = [];
   const mark = (what: string) => marks.push(`${what}@${Math.round(ctx.clock.nowMs() - frozenAtMs)}`);
@@ -94,6 +99,8 @@ export async function checkpoint(ctx: NodeContext, o: {
           return v;
         });
         side?.catch(() => {});
+        along = o.alongside?.();
+        along?.catch(() => {});
         await o.onFrozen?.();
         mark('network-lock');
       } else if (n.script === 'post-dump') {
@@ -126,9 +133,10 @@ export async function checkpoint(ctx: NodeContext, o: {
   mark('sent');
   await seqs;
   const vol = await side;
+  const extra = (await along) ?? {};
   ctx.log.info({ marks, ...(quiesce ? { quiesce } : {}) }, 'freeze timeline (ms since the tasks froze)');
   return {
-    frozenAtMs, dumpMs, transferMs, bytes, files: sent.files, sockets, wireBytes: sent.bytes, established,
+    ...extra, frozenAtMs, dumpMs, transferMs, bytes, files: sent.files, sockets, wireBytes: sent.bytes, established,
     ...(encoded ? { referencedPages: encoded.referenced, encodeMs: encoded.ms } : {}),
     ...(vol && vol.volumes > 0 ? { volumeFiles: vol.files, volumeBytes: vol.bytes, volumeMs: vol.ms } : {}),
   };
@@ -146,7 +154,7 @@ export interface LazySession {
  */
 export async function checkpointLazy(ctx: NodeContext, o: {
   pid: number; netns: string; pin: string; dir: string; target: PrepareReply; socketPath: string;
-  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; whileFrozen?: WhileFrozen;
+  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; whileFrozen?: WhileFrozen; alongside?: Alongside;
 }): Promise<{ reply: FreezeReply; session: LazySession }> {
   const pagesPort = o.target.pagesPort;
   if (pagesPort === undefined) throw new NodeOperationError('the destination opened no page channel for post-copy');
@@ -181,7 +189,7 @@ export async function checkpointLazy(ctx: NodeContext, o: {
 export async function checkpointTracked(ctx: NodeContext, o: {
   pid: number; netns: string; pin: string; dir: string; target: PrepareReply; socketPath: string;
   tracker: WriteTracker; round: number; read: string; cleanFile: string;
-  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; whileFrozen?: WhileFrozen;
+  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; whileFrozen?: WhileFrozen; alongside?: Alongside;
   /** The rounds' page set: what the dump still holds (shared memory, stacks) travels as references to it. */
   precopyState?: string;
 }): Promise<FreezeReply> {

@@ -4,7 +4,7 @@
  * source copy, so connections keep the state the destination gave them.
  */
 import { rm } from 'node:fs/promises';
-import { flowsToCarry } from './relay.js';
+import { carriedFlows } from './source.js';
 import { newTransferKey, startReceiver } from '../../criu-shim/transfer/index.js';
 import { NodeOperationError, NotFoundError } from '../../bus/errors.js';
 import type { FreezeReply, PrepareReply, ReclaimFreezeRequest, ReclaimRestoreRequest, MigStep, RestoreReply } from '../../bus/node-migration.js';
@@ -47,14 +47,10 @@ export async function reclaimFreeze(ctx: NodeContext, m: NodeMigration, req: Rec
   if (local) await syncVolumesBack(ctx, req.id, rec, req.target);
   await ctx.hold.setModes(pin, ['zw']);
   await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS, ctx.node.netns);
-  const [froze, flows] = await Promise.all([
-    checkpoint(ctx, {
-      pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), target: req.target,
-      ...(local ? { whileFrozen: () => syncVolumesBack(ctx, req.id, rec, req.target) } : {}),
-    }),
-    flowsToCarry(ctx, rec.ip),
-  ]);
-  m.reclaimFroze = { ...froze, ...(flows.entries.length ? { conntrack: flows.entries } : {}) };
+  m.reclaimFroze = await checkpoint(ctx, {
+    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), target: req.target,
+    ...(local ? { whileFrozen: () => syncVolumesBack(ctx, req.id, rec, req.target) } : {}), alongside: carriedFlows(ctx, rec.ip),
+  });
   return m.reclaimFroze;
 }
 

@@ -6,7 +6,9 @@
 import { MAX_CT_ENTRIES, type ConntrackReply, type ConntrackRequest, type Done, type RouteRequest } from '../../bus/node-migration.js';
 import { carriable, forgetEntries, insertEntries, listEntries, type CtEntry } from '../../node-runtime/conntrack.js';
 import { POD_GATEWAY, VXLAN_DEV } from '../../node-runtime/constants.js';
-import { listPodRecords } from '../../node-runtime/records.js';
+import { listPodRecords, readPodRecord } from '../../node-runtime/records.js';
+import { InvalidRequestError } from '../../bus/errors.js';
+import { peekMigration } from './state.js';
 import { ip } from '../../node-runtime/exec.js';
 import { podHostIface } from '../../node-runtime/plan.js';
 import type { NodeContext } from './context.js';
@@ -33,10 +35,10 @@ export async function routeMember(netns: string, podIp: string, vtepIp: string):
   await ip(['route', 'replace', `${podIp}/32`, 'via', vtepIp, 'dev', VXLAN_DEV, 'onlink'], netns);
 }
 
-/** Addresses of pods this node serves (not incoming copies): their flows through here stay here. */
+/** Addresses of pods on this node (also copies arriving): their flows through here stay here. */
 async function localPeers(ctx: NodeContext): Promise<Set<string>> {
   const recs = await listPodRecords(ctx.cluster);
-  return new Set(recs.filter((r) => r.node === ctx.node.name && r.incoming === undefined).map((r) => r.ip));
+  return new Set(recs.filter((r) => r.node === ctx.node.name).map((r) => r.ip));
 }
 
 /**
@@ -55,12 +57,24 @@ export async function flowsToCarry(ctx: NodeContext, podIp: string): Promise<{ e
   }
 }
 
-/** OverlayHandoff on the destination: the source's entries of the pod's flows, in place before it resumes. */
+/**
+ * OverlayHandoff on the destination (or a move back on the source): the other node's entries of the pod's
+ * flows, in place before it resumes here. `forget`: the node hands the flows over instead, and forgets them.
+ * Only entries with this migration's pod at an end are taken: another pod's flows are not the sender's to set.
+ */
 export async function takeFlows(ctx: NodeContext, req: ConntrackRequest): Promise<ConntrackReply> {
   const t0 = ctx.clock.nowMs();
-  const { retried } = await insertEntries(ctx.node.netns, req.podIp, req.entries);
-  ctx.log.info({ migration: req.id, pod: req.pod, entries: req.entries.length, ...(retried ? { retriedAfter: retried } : {}) }, 'conntrack entries of the pod taken over');
-  return { inserted: req.entries.length, ms: ctx.clock.nowMs() - t0 };
+  const podIp = peekMigration(req.id)?.address?.ip ?? (await readPodRecord(ctx.cluster, ctx.node.name, req.pod))?.ip;
+  if (podIp !== req.podIp) throw new InvalidRequestError(`migration ${req.id}: pod ${req.pod} is not ${req.podIp} on ${ctx.node.name}`);
+  if (req.forget) {
+    const forgotten = await forgetFlows(ctx, podIp);
+    return { inserted: 0, forgotten, ms: ctx.clock.nowMs() - t0 };
+  }
+  const entries = req.entries.filter((e) => e.orig.src === podIp || e.orig.dst === podIp);
+  if (entries.length < req.entries.length) ctx.log.warn({ migration: req.id, refused: req.entries.length - entries.length }, 'conntrack entries without the pod at an end refused');
+  const { retried } = await insertEntries(ctx.node.netns, podIp, entries);
+  ctx.log.info({ migration: req.id, pod: req.pod, entries: entries.length, ...(retried ? { retriedAfter: retried } : {}) }, 'conntrack entries of the pod taken over');
+  return { inserted: entries.length, ms: ctx.clock.nowMs() - t0 };
 }
 
 /**

@@ -78,16 +78,23 @@ export async function armHold(ctx: NodeContext, req: MigStep): Promise<ArmReply>
 }
 
 /**
- * FinalFreeze on the source: checkpoints the pod and, alongside, lists this node's conntrack entries of its
- * flows for the destination (their tuples, state and NAT are what matters, and those do not change in the freeze).
+ * FinalFreeze on the source: checkpoints the pod and, once its tasks are frozen, lists this node's conntrack
+ * entries of its flows for the destination (alongside the dump: CRIU does not wait for it).
  */
 export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<FreezeReply> {
-  const rec = await sourcePod(ctx, req.pod);
-  const [reply, flows] = await Promise.all([dumpPod(ctx, req, rec), flowsToCarry(ctx, rec.ip)]);
-  return { ...reply, ...(flows.entries.length ? { conntrack: flows.entries } : {}), ...(flows.left ? { conntrackLeft: flows.left } : {}) };
+  return dumpPod(ctx, req, await sourcePod(ctx, req.pod));
+}
+
+/** The node's conntrack entries of the pod's flows, listed once its tasks are frozen (no flow opens after). */
+export function carriedFlows(ctx: NodeContext, podIp: string): () => Promise<Partial<FreezeReply>> {
+  return async () => {
+    const flows = await flowsToCarry(ctx, podIp);
+    return { ...(flows.entries.length ? { conntrack: flows.entries } : {}), ...(flows.left ? { conntrackLeft: flows.left } : {}) };
+  };
 }
 
 async function dumpPod(ctx: NodeContext, req: FreezeRequest, rec: PodRecord): Promise<FreezeReply> {
+  const alongside = carriedFlows(ctx, rec.ip);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
   // Without network continuity nothing was armed; the drop still keeps a frozen socket from being answered.
   if (!req.networkContinuity && !(await ctx.hold.counters(pin))) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
@@ -104,7 +111,7 @@ async function dumpPod(ctx: NodeContext, req: FreezeRequest, rec: PodRecord): Pr
       reply = await checkpointTracked(ctx, {
         pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
         socketPath: path.join(lazyDir, 'source.sock'), ...tracked, cleanFile: path.join(precopySourceDir(ctx, req.id), 'clean.bin'), ...whileFrozen,
-        precopyState: path.join(precopySourceDir(ctx, req.id), STATE_FILE),
+        precopyState: path.join(precopySourceDir(ctx, req.id), STATE_FILE), alongside,
         ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
         ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
       });
@@ -123,7 +130,7 @@ async function dumpPod(ctx: NodeContext, req: FreezeRequest, rec: PodRecord): Pr
     await mkdir(lazyDir, { recursive: true, mode: 0o700 });
     const { reply, session } = await checkpointLazy(ctx, {
       pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
-      socketPath: path.join(lazyDir, 'source.sock'), ...whileFrozen,
+      socketPath: path.join(lazyDir, 'source.sock'), ...whileFrozen, alongside,
       ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
       ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
     });
@@ -133,7 +140,7 @@ async function dumpPod(ctx: NodeContext, req: FreezeRequest, rec: PodRecord): Pr
   const state = path.join(precopySourceDir(ctx, req.id), STATE_FILE);
   const precopied = await stat(state).then(() => true, () => false);
   return checkpoint(ctx, {
-    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target, ...whileFrozen,
+    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target, ...whileFrozen, alongside,
     ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
     ...(precopied ? { precopyState: state } : {}),
     ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),

@@ -25,7 +25,8 @@ export interface ServiceScenario {
   viaNodePort: LoadClient;
   /** Packets each member's ctstate INVALID rule dropped so far. */
   invalidDropped(): Promise<Record<string, number>>;
-  migrate(to: string): Promise<MigrationRun>;
+  /** `failAt`: the coordinator's test hook (PODMOTION_TEST_HOOKS=1 at `cluster up`) fails the migration after that phase. */
+  migrate(to: string, failAt?: string): Promise<MigrationRun>;
   stop(): void;
 }
 
@@ -75,10 +76,13 @@ export async function startServiceScenario(cluster: string, flows: { clusterIp: 
   await viaNodePort.mark();
   return {
     webIp: web.ip, clusterIp: svc.clusterIp, nodePortAddress, viaClusterIp, viaNodePort, invalidDropped,
-    async migrate(to) {
+    async migrate(to, failAt) {
       const dropsBefore = sum(await invalidDropped());
-      const s = await cliJson(cluster, ['migrate', 'web', '--to-node', to, '--wait'], MIGRATE_TIMEOUT_MS)
-        .catch((e: Error) => ({ phase: 'Failed', error: { message: e.message }, results: {} }));
+      // A migration that did not complete exits non-zero and still prints its status.
+      const out = await run(process.execPath, [CLI_ENTRY, 'migrate', 'web', '--to-node', to, '--wait', '--json', '--cluster', cluster,
+        ...(failAt ? ['--fail-at', failAt] : [])], { timeoutMs: MIGRATE_TIMEOUT_MS, okCodes: [0, 1, 2, 3, 4, 5] })
+        .catch((e: Error) => ({ stdout: JSON.stringify({ phase: 'Failed', error: { message: e.message }, results: {} }) }));
+      const s = JSON.parse(out.stdout);
       const [a, b] = [await viaClusterIp.mark(), await viaNodePort.mark()];
       await new Promise((r) => setTimeout(r, 1000));
       const [a2, b2] = [await viaClusterIp.mark(), await viaNodePort.mark()];

@@ -85,3 +85,12 @@ test('a bad service spec is refused with one line', (t) => {
   t.throws(() => validateService({ ...base, endpoints: [] }, []), { message: /at least one endpoint/ });
   t.notThrows(() => validateService(base, []));
 });
+
+test('states with digits parse; a TCP entry without a state is not carried; timeouts are capped at 5 days', (t) => {
+  const [e] = parseConntrack('tcp      6 119 SYN_SENT2 src=10.244.0.0 dst=10.244.1.10 sport=1 dport=2 src=10.244.1.10 dst=10.244.0.0 sport=2 dport=1 mark=0 use=1');
+  t.is(e!.state, 'SYN_SENT2');
+  const stateless = { ...e!, state: undefined };
+  delete stateless.state;
+  t.deepEqual(carriable([stateless], POD, new Set()).carry, []);
+  t.regex(insertLine({ ...e!, timeoutS: 10_000_000 }), / -t 432000 /);
+});
