@@ -1,7 +1,9 @@
 // pm-wpcheck: does this kernel track written pages without soft-dirty? Probes asynchronous userfaultfd
 // write-protection (UFFD_FEATURE_WP_ASYNC) read back with the PAGEMAP_SCAN ioctl (Linux 6.7+): on its own
-// memory it write-protects 64 MiB, writes every 97th page, and checks that the scan reports exactly those
-// pages as written — and that a second scan, after re-protecting, reports none.
+// memory it write-protects 64 MiB, writes every 97th page, has the kernel write the page after each of the
+// first 64 of those (read() from a pipe: a kernel-mode write, which a userfaultfd made with
+// UFFD_USER_MODE_ONLY, as an unprivileged pod's must be, must record too), and checks that the scan reports
+// exactly those pages as written — and that a second scan, after re-protecting, reports none.
 //
 //   pm-wpcheck
 //
@@ -26,6 +28,7 @@
 #define BYTES (64UL << 20)
 #define STRIDE 97
 #define MAX_REGIONS 8192
+#define KERNEL_WRITES 64UL
 
 static int fail(const char *what)
 {
@@ -80,6 +83,16 @@ int main(void)
 	long expected = 0;
 	for (unsigned long off = 0; off < BYTES; off += STRIDE * PAGE, expected++)
 		m[off] = 2;
+	int pipefd[2];
+	if (pipe(pipefd))
+		return fail("pipe");
+	for (unsigned long k = 0; k < KERNEL_WRITES; k++, expected++) {
+		char c = 3;
+		if (write(pipefd[1], &c, 1) != 1 || read(pipefd[0], m + (k * STRIDE + 1) * PAGE, 1) != 1)
+			return fail("kernel-mode write through read()");
+	}
+	close(pipefd[0]);
+	close(pipefd[1]);
 	int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (pagemap < 0)
 		return fail("open /proc/self/pagemap");

@@ -182,6 +182,14 @@ static int steal_uffd(int pid)
 		goto detach;
 	}
 	long fd = run_syscall(pid, insn, SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK, 0);
+	/*
+	 * A process without CAP_SYS_PTRACE (a pod running as a user) may not handle kernel-mode faults while
+	 * vm.unprivileged_userfaultfd is 0, but may ask for user-mode faults only. Nothing here handles a fault:
+	 * asynchronous write-protection is resolved in the kernel's write-fault path before any handler would
+	 * run, for writes from user and kernel mode alike, so the written page is recorded either way.
+	 */
+	if (fd == -EPERM)
+		fd = run_syscall(pid, insn, SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY, 0);
 	if (fd >= 0) {
 		int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 		out = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, (int)fd, 0);
