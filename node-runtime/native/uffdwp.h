@@ -25,4 +25,7 @@ struct pm_scan_arg {
 #define PM_SCAN_CHECK_WPASYNC (1 << 1)
 #define PAGE_IS_WRITTEN (1 << 1)
 #endif
+#ifndef PAGE_IS_WPALLOWED
+#define PAGE_IS_WPALLOWED (1 << 0) /* the page's mapping is registered for asynchronous write-protection */
+#endif
 #endif
