@@ -102,8 +102,8 @@ export function carriable(entries: readonly CtEntry[], podIp: string, nodeAddrs:
   // A TCP entry without a state cannot be recreated (`conntrack -I -p tcp` needs one): it is left to pickup.
   const live = entries.filter((e) => (e.orig.src === podIp || e.orig.dst === podIp) && (e.proto !== 'tcp' || e.state !== undefined) &&
     !(e.state && ENDED_STATES.has(e.state)) && peerOf(e, podIp) !== POD_GATEWAY);
-  const stuck = live.filter((e) => nodeAddrs.has(natOf(e).snat?.split(':')[0] ?? ''));
-  return { carry: live.filter((e) => !stuck.includes(e)), stuck };
+  const isStuck = (e: CtEntry) => nodeAddrs.has(natOf(e).snat?.split(':')[0] ?? '');
+  return { carry: live.filter((e) => !isStuck(e)), stuck: live.filter(isStuck) };
 }
 
 /**

@@ -15,7 +15,7 @@ frozen or gone, shows it there.
 """
 import json
 import os
-import selectors
+import counter_server  # the app serves the same counter protocol (this directory is on the path)
 import socket
 import sys
 import threading
@@ -51,50 +51,20 @@ threading.Thread(target=heartbeat, daemon=True).start()
 
 
 def app(port):
-    sel = selectors.DefaultSelector()
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
     srv.listen(128)
-    srv.setblocking(False)
-    sel.register(srv, selectors.EVENT_READ, None)
-    state = {}
-    served = 0
     log = open(os.path.join(VOL, "app.log"), "a", buffering=1)
     print(f"app listening on 127.0.0.1:{port}", flush=True)
-    while True:
-        for key, _ in sel.select():
-            if key.data is None:
-                conn, _ = srv.accept()
-                conn.setblocking(False)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                state[conn] = [0, b""]
-                sel.register(conn, selectors.EVENT_READ, "conn")
-                continue
-            conn = key.fileobj
-            try:
-                data = conn.recv(65536)
-            except ConnectionError:
-                data = b""
-            if not data:
-                sel.unregister(conn)
-                state.pop(conn, None)
-                conn.close()
-                continue
-            st = state[conn]
-            st[1] += data
-            out = []
-            while b"\n" in st[1]:
-                line, st[1] = st[1].split(b"\n", 1)
-                st[0] += 1
-                out.append(line + b" " + str(st[0]).encode() + b"\n")
-                served += 1
-                if served % 100 == 0:
-                    log.write(f"served {served}\n")
-            stats["extra"]["served"] = served
-            conn.setblocking(True)
-            conn.sendall(b"".join(out))
-            conn.setblocking(False)
+
+    def served():
+        n = stats["extra"].get("served", 0) + 1
+        stats["extra"]["served"] = n
+        if n % 100 == 0:
+            log.write(f"served {n}\n")
+
+    counter_server.serve(srv, on_line=served, announce=False)
 
 
 def pump(src, dst, done):

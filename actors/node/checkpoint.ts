@@ -7,7 +7,7 @@ import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { criuDump, criuRestore } from '../../criu-shim/rpc/index.js';
 import { sendDirectory } from '../../criu-shim/transfer/index.js';
-import type { FreezeReply, PrepareReply, SocketSeq, VolumeSyncReply } from '../../bus/node-migration.js';
+import type { FreezeReply, PrepareReply, SocketSeq } from '../../bus/node-migration.js';
 import { NodeOperationError } from '../../bus/errors.js';
 import { criuBinary, NATIVE_DIR } from '../../node-runtime/constants.js';
 import { inventory, readSeqs } from '../../node-runtime/sockets.js';
@@ -17,10 +17,11 @@ import { endedPageSocket, servePages, type PageSource } from '../../criu-shim/tr
 import { countPages, PAGE_BYTES, PE_LAZY } from '../../criu-shim/images/pagemap.js';
 import type { NodeContext } from './context.js';
 
-/** Work that runs with the tasks frozen, alongside the dump and the images (the volumes' last round). */
-export type WhileFrozen = () => Promise<VolumeSyncReply>;
-/** Work that needs the tasks frozen but not CRIU waiting for it (the node's conntrack entries of the pod's flows). */
-export type Alongside = () => Promise<Partial<FreezeReply>>;
+/**
+ * Work that needs the tasks frozen but not CRIU waiting for it, run alongside the dump and the images (the
+ * volumes' last round, the node's conntrack entries of the pod's flows); its fields join the freeze reply.
+ */
+export type WhileFrozen = () => Promise<Partial<FreezeReply>>;
 /** Written by a tracked freeze into the images: the pages written since the last pre-copy round. */
 export const FINAL_PAGES_FILE = 'pages.pmfinal';
 
@@ -60,19 +61,16 @@ export async function checkpoint(ctx: NodeContext, o: {
   onFrozen?: () => Promise<void>;
   /** Runs after the dump, before the images go: may add files to `dir`. */
   beforeSend?: () => Promise<void>;
-  /** Started once the tasks are frozen, alongside the dump and the images: the volumes' last round. */
-  whileFrozen?: WhileFrozen;
-  /** Also started once the tasks are frozen, not waited for by CRIU; its fields join the reply. */
-  alongside?: Alongside;
+  /** Started once the tasks are frozen, alongside the dump and the images. */
+  whileFrozen?: readonly WhileFrozen[];
 }): Promise<FreezeReply> {
   await rm(o.dir, { recursive: true, force: true });
   await mkdir(o.dir, { recursive: true, mode: 0o700 });
   const netnsIno = (await stat(`/run/netns/${o.netns}`)).ino;
   let frozenAtMs = 0;
   let sockets: SocketSeq[] = [];
-  let side: Promise<VolumeSyncReply> | undefined;
+  let side: Promise<Partial<FreezeReply>> | undefined;
   let quiesce: string | undefined;
-  let along: Promise<Partial<FreezeReply>> | undefined;
   // What the freeze spends, in ms since the tasks froze (logged like the restore's timeline).
   const marks: string[] = [];
   const mark = (what: string) => marks.push(`${what}@${Math.round(ctx.clock.nowMs() - frozenAtMs)}`);
@@ -93,14 +91,12 @@ export async function checkpoint(ctx: NodeContext, o: {
         frozenAtMs = ctx.clock.nowMs();
         await ctx.hold.setModes(o.pin, ['zw', 'drop-in', 'drop-out']);
         mark('held');
-        // The tasks are frozen: nothing changes the volumes any more, their last round runs while CRIU dumps.
-        side = o.whileFrozen?.().then((v) => {
-          mark('volumes');
-          return v;
+        // The tasks are frozen: nothing changes the volumes or opens a flow any more; that work runs while CRIU dumps.
+        side = Promise.all((o.whileFrozen ?? []).map((f) => f())).then((parts) => {
+          mark('while-frozen');
+          return Object.assign({}, ...parts) as Partial<FreezeReply>;
         });
-        side?.catch(() => {});
-        along = o.alongside?.();
-        along?.catch(() => {});
+        side.catch(() => {});
         await o.onFrozen?.();
         mark('network-lock');
       } else if (n.script === 'post-dump') {
@@ -132,13 +128,11 @@ export async function checkpoint(ctx: NodeContext, o: {
   const transferMs = ctx.clock.nowMs() - t0;
   mark('sent');
   await seqs;
-  const vol = await side;
-  const extra = (await along) ?? {};
+  const extra = (await side) ?? {};
   ctx.log.info({ marks, ...(quiesce ? { quiesce } : {}) }, 'freeze timeline (ms since the tasks froze)');
   return {
     ...extra, frozenAtMs, dumpMs, transferMs, bytes, files: sent.files, sockets, wireBytes: sent.bytes, established,
     ...(encoded ? { referencedPages: encoded.referenced, encodeMs: encoded.ms } : {}),
-    ...(vol && vol.volumes > 0 ? { volumeFiles: vol.files, volumeBytes: vol.bytes, volumeMs: vol.ms } : {}),
   };
 }
 
@@ -154,7 +148,7 @@ export interface LazySession {
  */
 export async function checkpointLazy(ctx: NodeContext, o: {
   pid: number; netns: string; pin: string; dir: string; target: PrepareReply; socketPath: string;
-  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; whileFrozen?: WhileFrozen; alongside?: Alongside;
+  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; whileFrozen?: readonly WhileFrozen[];
 }): Promise<{ reply: FreezeReply; session: LazySession }> {
   const pagesPort = o.target.pagesPort;
   if (pagesPort === undefined) throw new NodeOperationError('the destination opened no page channel for post-copy');
@@ -189,7 +183,7 @@ export async function checkpointLazy(ctx: NodeContext, o: {
 export async function checkpointTracked(ctx: NodeContext, o: {
   pid: number; netns: string; pin: string; dir: string; target: PrepareReply; socketPath: string;
   tracker: WriteTracker; round: number; read: string; cleanFile: string;
-  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; whileFrozen?: WhileFrozen; alongside?: Alongside;
+  zeroWindowQuiesceMs?: number; bandwidthMbps?: number; whileFrozen?: readonly WhileFrozen[];
   /** The rounds' page set: what the dump still holds (shared memory, stacks) travels as references to it. */
   precopyState?: string;
 }): Promise<FreezeReply> {

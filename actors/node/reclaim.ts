@@ -4,7 +4,7 @@
  * source copy, so connections keep the state the destination gave them.
  */
 import { rm } from 'node:fs/promises';
-import { carriedFlows } from './source.js';
+import { flowsToCarry } from './relay.js';
 import { newTransferKey, startReceiver } from '../../criu-shim/transfer/index.js';
 import { NodeOperationError, NotFoundError } from '../../bus/errors.js';
 import type { FreezeReply, PrepareReply, ReclaimFreezeRequest, ReclaimRestoreRequest, MigStep, RestoreReply } from '../../bus/node-migration.js';
@@ -16,7 +16,7 @@ import { checkpoint, restoreInto } from './checkpoint.js';
 import { resumeInPlace } from './source.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
-import { receiveVolumesBack, syncVolumesBack, takeVolumesBack } from './volumes.js';
+import { receiveVolumesBack, syncVolumesBack, takeVolumesBack, volumeFields } from './volumes.js';
 
 /** A rolled-back pod is the pod that was checkpointed: the same bound as a forward migration's images. */
 const MAX_IMAGE_BYTES = 64 * 1024 ** 3;
@@ -49,7 +49,7 @@ export async function reclaimFreeze(ctx: NodeContext, m: NodeMigration, req: Rec
   await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS, ctx.node.netns);
   m.reclaimFroze = await checkpoint(ctx, {
     pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), target: req.target,
-    ...(local ? { whileFrozen: () => syncVolumesBack(ctx, req.id, rec, req.target) } : {}), alongside: carriedFlows(ctx, rec.ip),
+    whileFrozen: [() => flowsToCarry(ctx, rec.ip), ...(local ? [() => syncVolumesBack(ctx, req.id, rec, req.target).then(volumeFields)] : [])],
   });
   return m.reclaimFroze;
 }

@@ -3,8 +3,8 @@
  * pod's veth, every other node to the serving node's VTEP over the overlay), and moves the conntrack entries
  * of a migrating pod's flows from the node it leaves to the node it goes to.
  */
-import { MAX_CT_ENTRIES, type ConntrackReply, type ConntrackRequest, type Done, type RouteRequest } from '../../bus/node-migration.js';
-import { carriable, forgetEntries, insertEntries, listEntries, type CtEntry } from '../../node-runtime/conntrack.js';
+import { MAX_CT_ENTRIES, type ConntrackReply, type ConntrackRequest, type Done, type FreezeReply, type RouteRequest } from '../../bus/node-migration.js';
+import { carriable, forgetEntries, insertEntries, listEntries } from '../../node-runtime/conntrack.js';
 import { POD_GATEWAY, VXLAN_DEV } from '../../node-runtime/constants.js';
 import { listPodRecords, readPodRecord } from '../../node-runtime/records.js';
 import { InvalidRequestError } from '../../bus/errors.js';
@@ -42,18 +42,20 @@ async function localPeers(ctx: NodeContext): Promise<Set<string>> {
 }
 
 /**
- * At the freeze: this node's conntrack entries of the pod's flows that can move with it, and how many cannot.
- * A node that tracks nothing (no stateful rules) has none; a failure to list is logged and carries none.
+ * With the pod frozen (no flow opens after): this node's conntrack entries of the pod's flows that can move with
+ * it, and how many cannot, as freeze-reply fields. A node that tracks nothing (no stateful rules) has none; a
+ * failure to list is logged and carries none.
  */
-export async function flowsToCarry(ctx: NodeContext, podIp: string): Promise<{ entries: CtEntry[]; left: number }> {
+export async function flowsToCarry(ctx: NodeContext, podIp: string): Promise<Pick<FreezeReply, 'conntrack' | 'conntrackLeft'>> {
   try {
     const all = await listEntries(ctx.node.netns, podIp);
     const { carry, stuck } = carriable(all, podIp, new Set([ctx.node.underlayIp, ctx.node.vtepIp, POD_GATEWAY]));
     const entries = carry.slice(0, MAX_CT_ENTRIES);
-    return { entries, left: carry.length - entries.length + stuck.length };
+    const left = carry.length - entries.length + stuck.length;
+    return { ...(entries.length ? { conntrack: entries } : {}), ...(left ? { conntrackLeft: left } : {}) };
   } catch (e) {
     ctx.log.warn({ podIp, err: (e as Error).message }, 'conntrack entries of the pod could not be listed; none carried');
-    return { entries: [], left: 0 };
+    return {};
   }
 }
 

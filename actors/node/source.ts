@@ -19,7 +19,7 @@ import type { NodeContext } from './context.js';
 import { sleep } from '../../common/clock.js';
 import type { HoldCounters } from './hold.js';
 import { flowsToCarry, forgetFlows } from './relay.js';
-import { forgetSent, reattachSource, removeSourceCopies, volumeRound } from './volumes.js';
+import { forgetSent, reattachSource, removeSourceCopies, volumeFields, volumeRound } from './volumes.js';
 
 /** How long cutover waits for a finished post-copy session to close before closing it itself. */
 const LAZY_END_WAIT_MS = 10_000;
@@ -85,23 +85,16 @@ export async function freezePod(ctx: NodeContext, req: FreezeRequest): Promise<F
   return dumpPod(ctx, req, await sourcePod(ctx, req.pod));
 }
 
-/** The node's conntrack entries of the pod's flows, listed once its tasks are frozen (no flow opens after). */
-export function carriedFlows(ctx: NodeContext, podIp: string): () => Promise<Partial<FreezeReply>> {
-  return async () => {
-    const flows = await flowsToCarry(ctx, podIp);
-    return { ...(flows.entries.length ? { conntrack: flows.entries } : {}), ...(flows.left ? { conntrackLeft: flows.left } : {}) };
-  };
-}
-
 async function dumpPod(ctx: NodeContext, req: FreezeRequest, rec: PodRecord): Promise<FreezeReply> {
-  const alongside = carriedFlows(ctx, rec.ip);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
   // Without network continuity nothing was armed; the drop still keeps a frozen socket from being answered.
   if (!req.networkContinuity && !(await ctx.hold.counters(pin))) await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: rec.hostIface, podIp: rec.ip, pin, modes: [] });
   const quiesceMs = armed.get(req.id);
   armed.delete(req.id);
-  // The volumes' last round runs with the tasks stopped, alongside the images.
-  const whileFrozen = rec.volumes?.some((v) => v.tier === 'local') ? { whileFrozen: () => volumeRound(ctx, req.id, rec, req.target) } : {};
+  // With the tasks stopped, alongside the images: the node's conntrack entries of the pod's flows, and the
+  // volumes' last round.
+  const whileFrozen = { whileFrozen: [() => flowsToCarry(ctx, rec.ip),
+    ...(rec.volumes?.some((v) => v.tier === 'local') ? [() => volumeRound(ctx, req.id, rec, req.target).then(volumeFields)] : [])] };
   const tracked = req.lazy ? undefined : trackedFreeze(ctx, req.id);
   if (tracked) {
     const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
@@ -111,7 +104,7 @@ async function dumpPod(ctx: NodeContext, req: FreezeRequest, rec: PodRecord): Pr
       reply = await checkpointTracked(ctx, {
         pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
         socketPath: path.join(lazyDir, 'source.sock'), ...tracked, cleanFile: path.join(precopySourceDir(ctx, req.id), 'clean.bin'), ...whileFrozen,
-        precopyState: path.join(precopySourceDir(ctx, req.id), STATE_FILE), alongside,
+        precopyState: path.join(precopySourceDir(ctx, req.id), STATE_FILE),
         ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
         ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
       });
@@ -130,7 +123,7 @@ async function dumpPod(ctx: NodeContext, req: FreezeRequest, rec: PodRecord): Pr
     await mkdir(lazyDir, { recursive: true, mode: 0o700 });
     const { reply, session } = await checkpointLazy(ctx, {
       pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target,
-      socketPath: path.join(lazyDir, 'source.sock'), ...whileFrozen, alongside,
+      socketPath: path.join(lazyDir, 'source.sock'), ...whileFrozen,
       ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
       ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),
     });
@@ -140,7 +133,7 @@ async function dumpPod(ctx: NodeContext, req: FreezeRequest, rec: PodRecord): Pr
   const state = path.join(precopySourceDir(ctx, req.id), STATE_FILE);
   const precopied = await stat(state).then(() => true, () => false);
   return checkpoint(ctx, {
-    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target, ...whileFrozen, alongside,
+    pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'source'), target: req.target, ...whileFrozen,
     ...(req.networkContinuity ? { zeroWindowQuiesceMs: quiesceMs ?? MIN_QUIESCE_MS } : {}),
     ...(precopied ? { precopyState: state } : {}),
     ...(req.bandwidthMbps !== undefined ? { bandwidthMbps: req.bandwidthMbps } : {}),

@@ -7,7 +7,7 @@
 import { rm, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { NodeOperationError, PreconditionError } from '../../bus/errors.js';
-import type { MigStep, PrepareRequest, VolumeSyncReply, VolumeSyncRequest } from '../../bus/node-migration.js';
+import type { FreezeReply, MigStep, PrepareRequest, VolumeSyncReply, VolumeSyncRequest } from '../../bus/node-migration.js';
 import { nodeVolumeDir, podVolumePath } from '../../node-runtime/constants.js';
 import type { PodRecord } from '../../node-runtime/records.js';
 import { copyDir, placeCopy, removeNodeCopy, type PodVolume } from '../../node-runtime/volumes.js';
@@ -48,6 +48,11 @@ const sentKey = (id: string, volume: string) => `${id}/${volume}`;
 export async function syncVolumes(ctx: NodeContext, req: VolumeSyncRequest): Promise<VolumeSyncReply> {
   const rec = await sourcePod(ctx, req.pod);
   return volumeRound(ctx, req.id, rec, req.target);
+}
+
+/** A round run inside a freeze, as the freeze reply's fields (none when the pod has no `local` volume). */
+export function volumeFields(v: VolumeSyncReply): Partial<FreezeReply> {
+  return v.volumes > 0 ? { volumeFiles: v.files, volumeBytes: v.bytes, volumeMs: v.ms } : {};
 }
 
 /** Source, at cutover or rollback: what was sent no longer matters. */
