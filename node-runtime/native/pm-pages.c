@@ -3,8 +3,8 @@
 //
 //   pm-pages round  --pid PID --state FILE --out FILE [--map FILE --read FILE [--only FILE]]
 //       Reads every private writable page of the pod (every process of PID's pid namespace, with
-//       process_vm_readv: the pod keeps running), and all of its shared anonymous memory (by content only,
-//       never into MAP or READ), and writes each page whose hash is not in STATE as a record
+//       process_vm_readv: the pod keeps running), and all of its shared anonymous memory and the copied
+//       pages of its read-only private mappings (by content only, never into MAP or READ), and writes each page whose hash is not in STATE as a record
 //       [u64 hash][4096 bytes] to OUT; adds those hashes to STATE (the set the destination holds).
 //       When writes are tracked (pm-wptrack): MAP gets {u32 vpid, u32 0, u64 vaddr, u64 hash} for every page
 //       read and READ the ranges read; with ONLY (ranges written since the last round), just those are read.
@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "pagehash.h"
+#include "uffdwp.h"
 #include "pidns.h"
 #include "pageset.h"
 
@@ -168,6 +169,39 @@ static void round_shared(int pid, struct round_ctx *c)
 	fclose(maps);
 }
 
+/*
+ * A read-only private mapping's pages that are no longer the file's (a library's RELRO, written once by the
+ * loader, then protected): CRIU dumps them into the images like shared memory, a few hundred per process.
+ * A full round reads them, by content only (PAGEMAP_SCAN: present and not file-backed); they do not change,
+ * so the freeze's `encode` sends them as references.
+ */
+static void round_copied_ro(int pagemap, int pid, unsigned long start, unsigned long end, struct round_ctx *c)
+{
+	static struct page_region vec[256];
+	while (pagemap >= 0 && start < end) {
+		struct pm_scan_arg a = {
+			.size = sizeof(a), .start = start, .end = end, .vec = (uintptr_t)vec, .vec_len = 256,
+			.category_inverted = PAGE_IS_FILE, .category_mask = PAGE_IS_PRESENT | PAGE_IS_FILE, .return_mask = PAGE_IS_PRESENT,
+		};
+		long n = ioctl(pagemap, PAGEMAP_SCAN, &a);
+		if (n < 0)
+			return;
+		for (long i = 0; i < n; i++)
+			for (uint64_t r = vec[i].start; r < vec[i].end; r += CHUNK) {
+				size_t len = vec[i].end - r < CHUNK ? vec[i].end - r : CHUNK;
+				struct iovec local = { c->buf, len }, remote = { (void *)r, len };
+				ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+				for (size_t off = 0; got > 0 && off + PAGE <= (size_t)got; off += PAGE) {
+					c->pages++;
+					offer_page(c, hash_page(c->buf + off), c->buf + off);
+				}
+			}
+		if (a.walk_end <= start)
+			break;
+		start = a.walk_end;
+	}
+}
+
 static void round_pid(int pid, void *arg)
 {
 	struct round_ctx *c = arg;
@@ -180,6 +214,8 @@ static void round_pid(int pid, void *arg)
 			fclose(maps);
 		return;
 	}
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+	int pagemap = c->only ? -1 : open(path, O_RDONLY | O_CLOEXEC);
 	size_t next = 0;
 	while (1) {
 		unsigned long start, end;
@@ -195,8 +231,15 @@ static void round_pid(int pid, void *arg)
 			char perms[8];
 			if (!fgets(line, sizeof(line), maps))
 				break;
-			if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3 || perms[1] != 'w' || perms[3] != 'p' ||
-			    strstr(line, "[vvar") || strstr(line, "[vdso") || strstr(line, "[vsyscall"))
+			if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3 || perms[3] != 'p' || strstr(line, "[vvar") ||
+			    strstr(line, "[vsyscall"))
+				continue;
+			if (perms[1] != 'w') {
+				if (perms[0] == 'r')
+					round_copied_ro(pagemap, pid, start, end, c);
+				continue;
+			}
+			if (strstr(line, "[vdso"))
 				continue;
 		}
 		for (unsigned long a = start; a < end; a += CHUNK) {
@@ -227,6 +270,8 @@ static void round_pid(int pid, void *arg)
 		}
 	}
 	fclose(maps);
+	if (pagemap >= 0)
+		close(pagemap);
 	round_shared(pid, c);
 }
 

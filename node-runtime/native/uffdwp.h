@@ -1,4 +1,4 @@
-// Shared by pm-wpcheck and pm-wptrack: the kernel ABI of asynchronous userfaultfd write-protection and the
+// Shared by pm-wpcheck, pm-wptrack and pm-pages: the kernel ABI of asynchronous userfaultfd write-protection and the
 // PAGEMAP_SCAN ioctl (Linux 6.7+), for userspace headers older than the kernel
 // (include/uapi/linux/userfaultfd.h and fs.h).
 #ifndef PM_UFFDWP_H
@@ -24,6 +24,10 @@ struct pm_scan_arg {
 #define PM_SCAN_WP_MATCHING (1 << 0)
 #define PM_SCAN_CHECK_WPASYNC (1 << 1)
 #define PAGE_IS_WRITTEN (1 << 1)
+#endif
+#ifndef PAGE_IS_FILE
+#define PAGE_IS_FILE (1 << 2)
+#define PAGE_IS_PRESENT (1 << 3)
 #endif
 #ifndef PAGE_IS_WPALLOWED
 #define PAGE_IS_WPALLOWED (1 << 0) /* the page's mapping is registered for asynchronous write-protection */

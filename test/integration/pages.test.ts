@@ -1,0 +1,72 @@
+/**
+ * pm-pages rounds on a real process: what a round reads is what CRIU will dump. Pages a process copied from a
+ * file and then made read-only (a library's RELRO) are dumped by CRIU; a round must carry them so that the
+ * freeze sends them as references, while the file's own pages (never copied) stay out.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { precopyRound } from '../../node-runtime/pages.js';
+import { childrenOf } from '../../node-runtime/procs.js';
+import { PYTHON } from '../../cli/load.js';
+
+const PAGE = 4096;
+
+/** Maps `file` privately, rewrites its first two pages, makes the mapping read-only, then waits. */
+const COPY_THEN_PROTECT = `
+import ctypes, mmap, sys, time
+f = open(sys.argv[1], 'rb')
+m = mmap.mmap(f.fileno(), 4 * 4096, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+m[0:4096] = b'R' * 4096
+m[4096:8192] = b'O' * 4096
+assert m[8192] == ord('F')  # faulted in: a present page of the file's own
+addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+assert libc.mprotect(addr, 4 * 4096, mmap.PROT_READ) == 0
+print('ready', flush=True)
+time.sleep(60)
+`;
+
+async function startProtected(t: ExecutionContext, file: string): Promise<number> {
+  // Its own pid namespace: a round reads every process of the namespace of the pid it is given.
+  const holder = spawn('unshare', ['--pid', '--fork', '--kill-child', PYTHON, '-c', COPY_THEN_PROTECT, file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => holder.kill('SIGKILL'));
+  await new Promise<void>((resolve, reject) => {
+    holder.stdout.on('data', (b: Buffer) => b.toString().includes('ready') && resolve());
+    holder.once('exit', (code) => reject(new Error(`the process exited (${code})`)));
+  });
+  const pid = (await childrenOf(holder.pid!))[0];
+  t.truthy(pid);
+  return pid!;
+}
+
+/** The page contents a round wrote: records of [u64 hash][4096 bytes]. */
+function roundPages(out: Buffer): Buffer[] {
+  const pages: Buffer[] = [];
+  for (let at = 0; at + 8 + PAGE <= out.length; at += 8 + PAGE) pages.push(out.subarray(at + 8, at + 8 + PAGE));
+  return pages;
+}
+
+test('a round reads the copied pages of a read-only private mapping, not the file\'s own', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pm-pages-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'lib.bin');
+  await writeFile(file, Buffer.concat([Buffer.alloc(2 * PAGE, 'a'), Buffer.alloc(PAGE, 'F'), Buffer.alloc(PAGE, 'G')]));
+  const pid = await startProtected(t, file);
+  const state = path.join(dir, 'state');
+  await writeFile(state, '');
+  const out = path.join(dir, 'round-1');
+  const r = await precopyRound(pid, state, out);
+  const pages = roundPages(await readFile(out));
+  t.is(pages.length, r.newPages);
+  t.true(pages.some((p) => p.equals(Buffer.alloc(PAGE, 'R'))), 'the first copied page is in the round');
+  t.true(pages.some((p) => p.equals(Buffer.alloc(PAGE, 'O'))), 'the second copied page is in the round');
+  t.false(pages.some((p) => p.equals(Buffer.alloc(PAGE, 'F')) || p.equals(Buffer.alloc(PAGE, 'G'))), 'the file\'s own pages are not');
+  // A second round finds them known: they go by reference from now on.
+  const again = await precopyRound(pid, state, path.join(dir, 'round-2'));
+  t.false(roundPages(await readFile(path.join(dir, 'round-2'))).some((p) => p.equals(Buffer.alloc(PAGE, 'R'))));
+  t.true(again.knownPages >= r.knownPages);
+});
