@@ -95,6 +95,8 @@ export const FreezeReply = obj({
   frozenAtMs: num(), dumpMs: num(), transferMs: num(), bytes: num(), files: num({ int: true }),
   /** Pages sent by reference because a pre-copy round had delivered them already. */
   referencedPages: optional(num({ int: true, min: 0 })), wireBytes: optional(num({ int: true, min: 0 })), encodeMs: optional(num({ min: 0 })),
+  /** Of encodeMs, what followed the dump (the images CRIU closed earlier were encoded while it dumped on). */
+  encodeAfterDumpMs: optional(num({ min: 0 })),
   sockets: arr(SocketSeq, { maxItems: 65_536 }),
   /** Memory left behind for post-copy, as the dump counted it (bytes of lazy pages). */
   lazyBytes: optional(num({ int: true, min: 0 })),

@@ -2,7 +2,10 @@
  * Pre-copy by content (pm-pages): rounds send pages the destination does not hold yet while the pod runs;
  * at the freeze the checkpoint's pages travel as references when the destination holds them already.
  */
+import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { NodeOperationError } from '../bus/errors.js';
+import { LineChannel } from '../common/line-channel.js';
 import { run } from './exec.js';
 import { NATIVE_DIR } from './constants.js';
 
@@ -38,10 +41,53 @@ export async function finalPages(pid: number, o: { read: string; clean: string; 
   return JSON.parse(r.stdout) as { pages: number; literal: number; referenced: number; ms: number };
 }
 
-/** Replaces each pages-*.img of a checkpoint by a delta: references for pages in `state`, bytes for the rest. */
-export async function encodeImages(dir: string, state: string): Promise<{ pages: number; referenced: number; literal: number; ms: number }> {
-  const r = await run(bin(), ['encode', '--dir', dir, '--state', state], { timeoutMs: PAGES_TIMEOUT_MS });
-  return JSON.parse(r.stdout) as { pages: number; referenced: number; literal: number; ms: number };
+export interface EncodeStats {
+  pages: number;
+  referenced: number;
+  literal: number;
+  /** Spent encoding, in all. */
+  ms: number;
+  /** Spent after `finish`: what still followed the dump. */
+  lastMs: number;
+}
+
+/** An encoder watching a checkpoint as CRIU writes it. */
+export interface ImageEncoder {
+  /** The dump is over: encodes what is left and resolves with the totals. */
+  finish(): Promise<EncodeStats>;
+  /** Gives up (the dump failed): the helper exits, the images are left as they are. */
+  stop(): void;
+}
+
+/**
+ * Replaces each pages-*.img CRIU writes into `dir` by a delta: references for pages in `state`, bytes for
+ * the rest. Started before the dump: each is encoded as soon as CRIU closes it, while CRIU dumps the next processes (pm-pages encode --watch). Resolves once it is watching.
+ */
+export async function watchAndEncode(dir: string, state: string): Promise<ImageEncoder> {
+  const child = spawn(bin(), ['encode', '--dir', dir, '--state', state, '--watch'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => { if (stderr.length < 4096) stderr += b.toString(); });
+  const channel = new LineChannel(child.stdout, child.stdin);
+  const why = () => new NodeOperationError(`encoding the checkpoint's pages: ${stderr.trim().split('\n').pop() || 'the helper exited'}`);
+  child.once('close', () => setImmediate(() => channel.end(why)));
+  child.once('error', () => channel.end(why));
+  const ask = async (cmd: string) => {
+    const line = await channel.send(cmd, { ms: PAGES_TIMEOUT_MS, onTimeout: () => { child.kill('SIGKILL'); return why(); } });
+    return JSON.parse(line) as EncodeStats & { ok: boolean };
+  };
+  try {
+    await ask('ready');
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  }
+  return {
+    finish: async () => {
+      const r = await ask('finish');
+      return { pages: r.pages, referenced: r.referenced, literal: r.literal, ms: r.ms, lastMs: r.lastMs };
+    },
+    stop: () => { child.stdin.end(); child.kill('SIGKILL'); },
+  };
 }
 
 /** Rebuilds each pages-*.img from its delta and the pages the rounds delivered (`caches`). */

@@ -11,7 +11,7 @@ import type { FreezeReply, PrepareReply, SocketSeq } from '../../bus/node-migrat
 import { NodeOperationError } from '../../bus/errors.js';
 import { criuBinary, NATIVE_DIR } from '../../node-runtime/constants.js';
 import { inventory, readSeqs } from '../../node-runtime/sockets.js';
-import { encodeImages, finalPages } from '../../node-runtime/pages.js';
+import { finalPages, watchAndEncode, type ImageEncoder } from '../../node-runtime/pages.js';
 import type { WriteTracker } from '../../node-runtime/wptrack.js';
 import { endedPageSocket, servePages, type PageSource } from '../../criu-shim/transfer/lazy.js';
 import { countPages, PAGE_BYTES, PE_LAZY } from '../../criu-shim/images/pagemap.js';
@@ -25,23 +25,12 @@ export type WhileFrozen = () => Promise<Partial<FreezeReply>>;
 /** Written by a tracked freeze into the images: the pages written since the last pre-copy round. */
 export const FINAL_PAGES_FILE = 'pages.pmfinal';
 
-/** Bytes of a checkpoint's files, and of its pages-*.img among them. */
-async function dirBytes(dir: string): Promise<{ total: number; pages: number }> {
+/** Bytes of a checkpoint's files but its pages' deltas (`*.pmdelta`, counted as the pages they encode). */
+async function dirBytes(dir: string): Promise<number> {
   let total = 0;
-  let pages = 0;
-  for (const f of await readdir(dir)) {
-    const size = (await stat(path.join(dir, f))).size;
-    total += size;
-    if (/^pages-\d+\.img$/.test(f)) pages += size;
-  }
-  return { total, pages };
+  for (const f of await readdir(dir)) if (!f.endsWith('.pmdelta')) total += (await stat(path.join(dir, f))).size;
+  return total;
 }
-
-/**
- * A lazy dump's pages-*.img hold only what is not lazy (shared memory, stacks): below this, sending them is
- * cheaper than encoding them against the rounds' page set (loading the set alone costs tens of ms at 1 GiB).
- */
-const ENCODE_LAZY_DUMP_MIN_BYTES = 8 << 20;
 
 /**
  * Checkpoints the pod whose init is `pid` into `dir` and streams the images to `target`. At network-lock
@@ -74,66 +63,73 @@ export async function checkpoint(ctx: NodeContext, o: {
   // What the freeze spends, in ms since the tasks froze (logged like the restore's timeline).
   const marks: string[] = [];
   const mark = (what: string) => marks.push(`${what}@${Math.round(ctx.clock.nowMs() - frozenAtMs)}`);
-  await criuDump({
-    criuPath: criuBinary(), pid: o.pid, imagesDir: o.dir, tcpEstablished: true, shellJob: true,
-    external: [`net[${netnsIno}]:extnet`], networkLock: 'SKIP', finalState: 'stop', logLevel: 2,
-    ...(o.lazyPagesSocket !== undefined ? { lazyPagesSocket: o.lazyPagesSocket } : {}),
-  }, {
-    onNotify: async (n) => {
-      if (n.script === 'pre-dump' && o.zeroWindowQuiesceMs !== undefined) {
-        // CRIU's ~100 ms of start-up is behind us: the peers stop sending only now, just before the freeze.
-        const closedAt = ctx.clock.nowMs();
-        await ctx.hold.setModes(o.pin, ['zw']);
-        const q = await ctx.hold.quiesce(o.pin, o.zeroWindowQuiesceMs, ctx.node.netns);
-        // How long the peers waited under the zero window before the freeze (clients feel it too).
-        quiesce = `${q.settled ? 'settled' : 'not settled'} after ${Math.round(q.waitedMs)} ms, window closed ${Math.round(ctx.clock.nowMs() - closedAt)} ms before the freeze`;
-      } else if (n.script === 'network-lock') {
-        frozenAtMs = ctx.clock.nowMs();
-        await ctx.hold.setModes(o.pin, ['zw', 'drop-in', 'drop-out']);
-        mark('held');
-        // The tasks are frozen: nothing changes the volumes or opens a flow any more; that work runs while CRIU dumps.
-        side = Promise.all((o.whileFrozen ?? []).map((f) => f())).then((parts) => {
-          mark('while-frozen');
-          return Object.assign({}, ...parts) as Partial<FreezeReply>;
-        });
-        side.catch(() => {});
-        await o.onFrozen?.();
-        mark('network-lock');
-      } else if (n.script === 'post-dump') {
-        mark('post-dump');
-      }
-    },
-  });
-  mark('dumped');
-  // The stopped tasks keep their sockets in repair mode: their sequence state is read while the images go,
-  // not while CRIU waits.
-  let established = 0;
-  const seqs = Promise.all([readSeqs(o.pid), inventory(o.netns)]).then(([s, listed]) => {
-    sockets = s;
-    established = listed.length;
-    mark('sequences');
-  });
-  seqs.catch(() => {});
-  await o.beforeSend?.();
-  const dumpMs = ctx.clock.nowMs() - frozenAtMs;
-  const { total: bytes, pages: pagesBytes } = await dirBytes(o.dir);
-  const state = o.precopyState;
-  const encoded = state !== undefined && (o.lazyPagesSocket === undefined || pagesBytes >= ENCODE_LAZY_DUMP_MIN_BYTES) ? await encodeImages(o.dir, state) : undefined;
-  const t0 = ctx.clock.nowMs();
-  mark('encoded');
-  const sent = await sendDirectory({
-    host: o.target.host, port: o.target.port, key: Buffer.from(o.target.key), dir: o.dir,
-    ...(o.bandwidthMbps !== undefined ? { bandwidthMbps: o.bandwidthMbps } : {}),
-  });
-  const transferMs = ctx.clock.nowMs() - t0;
-  mark('sent');
-  await seqs;
-  const extra = (await side) ?? {};
-  ctx.log.info({ marks, ...(quiesce ? { quiesce } : {}) }, 'freeze timeline (ms since the tasks froze)');
-  return {
-    ...extra, frozenAtMs, dumpMs, transferMs, bytes, files: sent.files, sockets, wireBytes: sent.bytes, established,
-    ...(encoded ? { referencedPages: encoded.referenced, encodeMs: encoded.ms } : {}),
-  };
+  // After pre-copy, the images' pages go as references to what the rounds delivered: encoded as CRIU closes
+  // each pages image, alongside the dump (set up before CRIU starts, outside the freeze).
+  const encoder: ImageEncoder | undefined = o.precopyState !== undefined ? await watchAndEncode(o.dir, o.precopyState) : undefined;
+  try {
+    await criuDump({
+      criuPath: criuBinary(), pid: o.pid, imagesDir: o.dir, tcpEstablished: true, shellJob: true,
+      external: [`net[${netnsIno}]:extnet`], networkLock: 'SKIP', finalState: 'stop', logLevel: 2,
+      ...(o.lazyPagesSocket !== undefined ? { lazyPagesSocket: o.lazyPagesSocket } : {}),
+    }, {
+      onNotify: async (n) => {
+        if (n.script === 'pre-dump' && o.zeroWindowQuiesceMs !== undefined) {
+          // CRIU's ~100 ms of start-up is behind us: the peers stop sending only now, just before the freeze.
+          const closedAt = ctx.clock.nowMs();
+          await ctx.hold.setModes(o.pin, ['zw']);
+          const q = await ctx.hold.quiesce(o.pin, o.zeroWindowQuiesceMs, ctx.node.netns);
+          // How long the peers waited under the zero window before the freeze (clients feel it too).
+          quiesce = `${q.settled ? 'settled' : 'not settled'} after ${Math.round(q.waitedMs)} ms, window closed ${Math.round(ctx.clock.nowMs() - closedAt)} ms before the freeze`;
+        } else if (n.script === 'network-lock') {
+          frozenAtMs = ctx.clock.nowMs();
+          await ctx.hold.setModes(o.pin, ['zw', 'drop-in', 'drop-out']);
+          mark('held');
+          // The tasks are frozen: nothing changes the volumes or opens a flow any more; that work runs while CRIU dumps.
+          side = Promise.all((o.whileFrozen ?? []).map((f) => f())).then((parts) => {
+            mark('while-frozen');
+            return Object.assign({}, ...parts) as Partial<FreezeReply>;
+          });
+          side.catch(() => {});
+          await o.onFrozen?.();
+          mark('network-lock');
+        } else if (n.script === 'post-dump') {
+          mark('post-dump');
+        }
+      },
+    });
+    mark('dumped');
+    // The stopped tasks keep their sockets in repair mode: their sequence state is read while the images go,
+    // not while CRIU waits.
+    let established = 0;
+    const seqs = Promise.all([readSeqs(o.pid), inventory(o.netns)]).then(([s, listed]) => {
+      sockets = s;
+      established = listed.length;
+      mark('sequences');
+    });
+    seqs.catch(() => {});
+    await o.beforeSend?.();
+    const dumpMs = ctx.clock.nowMs() - frozenAtMs;
+    const encoded = await encoder?.finish();
+    const bytes = await dirBytes(o.dir) + (encoded?.pages ?? 0) * PAGE_BYTES;
+    const t0 = ctx.clock.nowMs();
+    mark('encoded');
+    const sent = await sendDirectory({
+      host: o.target.host, port: o.target.port, key: Buffer.from(o.target.key), dir: o.dir,
+      ...(o.bandwidthMbps !== undefined ? { bandwidthMbps: o.bandwidthMbps } : {}),
+    });
+    const transferMs = ctx.clock.nowMs() - t0;
+    mark('sent');
+    await seqs;
+    const extra = (await side) ?? {};
+    ctx.log.info({ marks, ...(quiesce ? { quiesce } : {}) }, 'freeze timeline (ms since the tasks froze)');
+    return {
+      ...extra, frozenAtMs, dumpMs, transferMs, bytes, files: sent.files, sockets, wireBytes: sent.bytes, established,
+      ...(encoded ? { referencedPages: encoded.referenced, encodeMs: encoded.ms, encodeAfterDumpMs: encoded.lastMs } : {}),
+    };
+  } finally {
+    // Gone once it answered `finish`; after a failed dump it must not wait on.
+    encoder?.stop();
+  }
 }
 
 /** A PostCopy session on the source: the stopped tree's lazy memory, served until the destination has it all. */

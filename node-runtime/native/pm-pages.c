@@ -12,9 +12,10 @@
 //       With the pod stopped after a lazy dump: writes to OUT, by address, every page of its private
 //       anonymous memory that is not both clean (CLEAN: not written since the last round) and read by a round
 //       (READ, every round's ranges), i.e. what the destination cannot take from the rounds.
-//   pm-pages encode --dir IMAGES --state FILE
+//   pm-pages encode --dir IMAGES --state FILE [--watch]
 //       For each CRIU pages-*.img in IMAGES: replaces it by pages-*.img.pmdelta, a stream of
-//       [u8 0][u64 hash] for pages in STATE and [u8 1][u64 hash][4096 bytes] for the others.
+//       [u8 0][u64 hash] for pages in STATE and [u8 1][u64 hash][4096 bytes] for the others. With --watch,
+//       while CRIU dumps, each as soon as it is closed (commands on stdin: see cmd_encode).
 //   pm-pages decode --dir IMAGES --cache FILE...
 //       Rebuilds every pages-*.img from its .pmdelta and the records of the cache files (round outputs).
 // Each prints one JSON line; errors are one line on stderr, exit 1 (2 for usage).
@@ -26,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -337,45 +340,112 @@ static int is_pages_img(const char *name)
 	return !strncmp(name, "pages-", 6) && n > 10 && !strcmp(name + n - 4, ".img");
 }
 
-static int cmd_encode(const char *dir, const char *state)
+/* One pages-*.img of DIR replaced by its delta (see `encode`); a file already encoded is skipped. */
+static void encode_file(const struct set *sent, const char *dir, const char *name, unsigned long *pages, unsigned long *refs)
 {
+	static unsigned char page[PAGE];
+	static char ibuf[1 << 20], obuf[1 << 20];
+	char in[4096], out[4200];
+	snprintf(in, sizeof(in), "%s/%s", dir, name);
+	snprintf(out, sizeof(out), "%s.pmdelta", in);
+	FILE *fi = fopen(in, "r");
+	if (!fi && errno == ENOENT)
+		return;
+	FILE *fo = fopen(out, "w");
+	if (!fi || !fo)
+		die(in);
+	setvbuf(fi, ibuf, _IOFBF, sizeof(ibuf));
+	setvbuf(fo, obuf, _IOFBF, sizeof(obuf));
+	while (fread(page, PAGE, 1, fi) == 1) {
+		uint64_t h = hash_page(page);
+		unsigned char known = set_has(sent, h, NULL) ? 0 : 1;
+		write_all(fo, &known, 1, out);
+		write_all(fo, &h, sizeof(h), out);
+		if (known)
+			write_all(fo, page, PAGE, out);
+		else
+			(*refs)++;
+		(*pages)++;
+	}
+	if (fclose(fi) || fclose(fo) || unlink(in))
+		die(out);
+}
+
+/*
+ * With --watch: CRIU is about to dump into DIR. Each pages-*.img is encoded as soon as CRIU closes it
+ * (inotify), on another CPU than CRIU's, while it dumps the next processes: a database's shared memory is
+ * written early in the dump, and its encoding no longer follows the dump. Commands on stdin, one line each:
+ * `ready` (answered once the watch is set), `finish` (CRIU is done: encodes what is left, answers with the
+ * totals, exits). stdin closing without `finish` stops it, the images left as they are.
+ */
+static int cmd_encode(const char *dir, const char *state, int watch)
+{
+	int in = -1;
+	if (watch) {
+		in = inotify_init1(IN_CLOEXEC);
+		if (in < 0 || inotify_add_watch(in, dir, IN_CLOSE_WRITE) < 0)
+			die("inotify");
+	}
 	struct set sent;
 	set_load(&sent, state);
+	unsigned long pages = 0, refs = 0;
+	double spent = 0;
+	char cmd[64];
+	size_t ncmd = 0;
+	while (watch) {
+		struct pollfd fds[2] = { { in, POLLIN, 0 }, { 0, POLLIN, 0 } };
+		if (poll(fds, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			die("poll");
+		}
+		if (fds[0].revents & POLLIN) {
+			char ev[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+			ssize_t n = read(in, ev, sizeof(ev));
+			for (ssize_t at = 0; n > 0 && at < n;) {
+				struct inotify_event *e = (struct inotify_event *)(ev + at);
+				if (e->len && is_pages_img(e->name)) {
+					double t0 = now_ms();
+					encode_file(&sent, dir, e->name, &pages, &refs);
+					spent += now_ms() - t0;
+				}
+				at += sizeof(*e) + e->len;
+			}
+		}
+		if (fds[1].revents & (POLLIN | POLLHUP)) {
+			ssize_t n = read(0, cmd + ncmd, sizeof(cmd) - 1 - ncmd);
+			if (n <= 0)
+				return 1;
+			ncmd += (size_t)n;
+			cmd[ncmd] = 0;
+			char *nl;
+			while ((nl = strchr(cmd, '\n'))) {
+				*nl = 0;
+				if (!strcmp(cmd, "finish"))
+					watch = 0;
+				else if (!strcmp(cmd, "ready"))
+					printf("{\"ok\":true}\n"), fflush(stdout);
+				else
+					return fprintf(stderr, "pm-pages encode: unknown command %s\n", cmd), 2;
+				ncmd -= (size_t)(nl + 1 - cmd);
+				memmove(cmd, nl + 1, ncmd + 1);
+			}
+			if (ncmd == sizeof(cmd) - 1)
+				return fprintf(stderr, "pm-pages encode: command too long\n"), 2;
+		}
+	}
+	double t0 = now_ms();
 	DIR *d = opendir(dir);
 	if (!d)
 		die(dir);
-	unsigned char page[PAGE];
-	unsigned long pages = 0, refs = 0;
-	double t0 = now_ms();
 	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (!is_pages_img(e->d_name))
-			continue;
-		char in[4096], out[4200];
-		snprintf(in, sizeof(in), "%s/%s", dir, e->d_name);
-		snprintf(out, sizeof(out), "%s.pmdelta", in);
-		FILE *fi = fopen(in, "r"), *fo = fopen(out, "w");
-		if (!fi || !fo)
-			die(in);
-		static char ibuf[1 << 20], obuf[1 << 20];
-		setvbuf(fi, ibuf, _IOFBF, sizeof(ibuf));
-		setvbuf(fo, obuf, _IOFBF, sizeof(obuf));
-		while (fread(page, PAGE, 1, fi) == 1) {
-			uint64_t h = hash_page(page);
-			unsigned char known = set_has(&sent, h, NULL) ? 0 : 1;
-			write_all(fo, &known, 1, out);
-			write_all(fo, &h, sizeof(h), out);
-			if (known)
-				write_all(fo, page, PAGE, out);
-			else
-				refs++;
-			pages++;
-		}
-		if (fclose(fi) || fclose(fo) || unlink(in))
-			die(out);
-	}
+	while ((e = readdir(d)))
+		if (is_pages_img(e->d_name))
+			encode_file(&sent, dir, e->d_name, &pages, &refs);
 	closedir(d);
-	printf("{\"pages\":%lu,\"referenced\":%lu,\"literal\":%lu,\"ms\":%.1f}\n", pages, refs, pages - refs, now_ms() - t0);
+	double last = now_ms() - t0;
+	printf("{\"ok\":true,\"pages\":%lu,\"referenced\":%lu,\"literal\":%lu,\"ms\":%.1f,\"lastMs\":%.1f}\n", pages, refs, pages - refs,
+	       spent + last, last);
 	return 0;
 }
 
@@ -595,6 +665,14 @@ static const char *opt(int argc, char **argv, const char *name)
 	return NULL;
 }
 
+static int has_flag(int argc, char **argv, const char *name)
+{
+	for (int i = 2; i < argc; i++)
+		if (!strcmp(argv[i], name))
+			return 1;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *cmd = argc > 1 ? argv[1] : "";
@@ -606,10 +684,10 @@ int main(int argc, char **argv)
 		return cmd_final(atoi(opt(argc, argv, "--pid")), opt(argc, argv, "--read"), opt(argc, argv, "--clean"), opt(argc, argv, "--out"),
 				 (unsigned)atoi(opt(argc, argv, "--round")));
 	if (!strcmp(cmd, "encode") && opt(argc, argv, "--dir") && opt(argc, argv, "--state"))
-		return cmd_encode(opt(argc, argv, "--dir"), opt(argc, argv, "--state"));
+		return cmd_encode(opt(argc, argv, "--dir"), opt(argc, argv, "--state"), has_flag(argc, argv, "--watch"));
 	if (!strcmp(cmd, "decode") && opt(argc, argv, "--dir") && argc >= 6 && !strcmp(argv[4], "--cache"))
 		return cmd_decode(opt(argc, argv, "--dir"), argv + 5, argc - 5);
 	fprintf(stderr, "usage: pm-pages round --pid PID --state F --out F [--map F --read F [--only F]] | final --pid PID --read F --clean F --out F --round N |"
-			" encode --dir D --state F | decode --dir D --cache F...\n");
+			" encode --dir D --state F [--watch] | decode --dir D --cache F...\n");
 	return 2;
 }

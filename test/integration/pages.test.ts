@@ -4,11 +4,12 @@
  * freeze sends them as references, while the file's own pages (never copied) stay out.
  */
 import test, { type ExecutionContext } from 'ava';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { precopyRound } from '../../node-runtime/pages.js';
+import { precopyRound, watchAndEncode } from '../../node-runtime/pages.js';
 import { childrenOf } from '../../node-runtime/procs.js';
 import { PYTHON } from '../../cli/load.js';
 
@@ -43,6 +44,19 @@ async function startProtected(t: ExecutionContext, file: string): Promise<number
   return pid!;
 }
 
+/** node-runtime/native/pagehash.h's hash_page, for a state file written by hand. */
+function hashPage(page: Buffer): bigint {
+  const M = (1n << 64n) - 1n;
+  let h = 0x9e3779b97f4a7c15n;
+  for (let i = 0; i < PAGE; i += 8) {
+    let k = (page.readBigUInt64LE(i) * 0xbf58476d1ce4e5b9n) & M;
+    k ^= k >> 31n;
+    h = ((h ^ k) * 0x94d049bb133111ebn) & M;
+  }
+  h ^= h >> 29n;
+  return h === 0n ? 1n : h;
+}
+
 /** The page contents a round wrote: records of [u64 hash][4096 bytes]. */
 function roundPages(out: Buffer): Buffer[] {
   const pages: Buffer[] = [];
@@ -69,4 +83,37 @@ test('a round reads the copied pages of a read-only private mapping, not the fil
   const again = await precopyRound(pid, state, path.join(dir, 'round-2'));
   t.false(roundPages(await readFile(path.join(dir, 'round-2'))).some((p) => p.equals(Buffer.alloc(PAGE, 'R'))));
   t.true(again.knownPages >= r.knownPages);
+});
+
+test('the encoder encodes each pages image as soon as it is closed, the rest at finish; stop leaves them', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pm-pages-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const images = path.join(dir, 'images');
+  const { mkdir } = await import('node:fs/promises');
+  await mkdir(images);
+  // The state (what the destination holds) knows the 'K' page: a round over a process holding it wrote it.
+  const known = Buffer.alloc(PAGE, 'K');
+  const state = path.join(dir, 'state');
+  const h = Buffer.alloc(8);
+  h.writeBigUInt64LE(hashPage(known));
+  await writeFile(state, h);
+  await writeFile(path.join(images, 'pages-1.img'), Buffer.concat([known, Buffer.alloc(PAGE, 'n')])); // before: left for finish
+  const enc = await watchAndEncode(images, state);
+  await writeFile(path.join(images, 'pages-2.img'), Buffer.concat([known, known, Buffer.alloc(PAGE, 'm')]));
+  await writeFile(path.join(images, 'inventory.img'), 'not pages');
+  // Closed while "CRIU dumps on": encoded without waiting for finish.
+  for (let i = 0; i < 100 && (await readdir(images)).includes('pages-2.img'); i++) await sleep(10);
+  t.false((await readdir(images)).includes('pages-2.img'), 'pages-2.img was encoded before finish');
+  const r = await enc.finish();
+  t.deepEqual({ pages: r.pages, referenced: r.referenced, literal: r.literal }, { pages: 5, referenced: 3, literal: 2 });
+  t.deepEqual((await readdir(images)).sort(), ['inventory.img', 'pages-1.img.pmdelta', 'pages-2.img.pmdelta']);
+  // pages-2: ref K, ref K, literal m = 9 + 9 + 9 + 4096 bytes.
+  t.is((await readFile(path.join(images, 'pages-2.img.pmdelta'))).length, 3 * 9 + PAGE);
+
+  // A dump that failed: stop() ends the helper and leaves the images as CRIU wrote them.
+  const again = await watchAndEncode(images, state);
+  again.stop();
+  await writeFile(path.join(images, 'pages-3.img'), known);
+  await sleep(100);
+  await t.notThrowsAsync(access(path.join(images, 'pages-3.img')));
 });
