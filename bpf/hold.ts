@@ -34,6 +34,11 @@ export const HOLD_DETACH_TIMEOUT_MS = 5_000;
 export const HOLD_QUIESCE_TIMEOUT_MS = 100;
 /** Each poll spawns pm-hold stats (a few ms); 2 ms apart keeps the wait close to the event. */
 export const HOLD_QUIESCE_POLL_MS = 2;
+/**
+ * Bytes from a peer still unacknowledged by the pod this long after the kick are not on their way: the pod's
+ * kernel is holding its ACK back (delayed ACK, 40 ms, for a reply its process is not about to send).
+ */
+export const HOLD_QUIESCE_ELICIT_AFTER_MS = 4;
 /** pm-hold's exit code for a command line it refuses (PM_EXIT_USAGE). */
 const EXIT_USAGE = 2;
 
@@ -190,7 +195,8 @@ export interface QuiesceResult {
 /**
  * After arming zero-window, waits (at most timeoutMs) until no flow has bytes in flight either way. A flow
  * idle all along counts as settled; unless kicked, its peer has not been told window 0 and may still send into
- * the freeze (and then retransmit after an RTO).
+ * the freeze (and then retransmit after an RTO). When kicked, bytes the pod leaves unacknowledged are
+ * acknowledged on request (reopen --elicit) instead of after the pod's delayed-ACK timer.
  */
 export async function waitQuiesced(pin: string, o: QuiesceOptions = {}): Promise<QuiesceResult> {
   const timeoutMs = o.timeoutMs ?? HOLD_QUIESCE_TIMEOUT_MS;
@@ -198,10 +204,17 @@ export async function waitQuiesced(pin: string, o: QuiesceOptions = {}): Promise
   const maxPolls = Math.ceil(timeoutMs / HOLD_QUIESCE_POLL_MS) + 1;
   if (o.kickNetns !== undefined) await kick({ netns: o.kickNetns, pin, binary: o.binary });
   let stats = await holdStats(pin, o);
+  let elicited = false;
   for (let poll = 0; poll < maxPolls; poll++) {
     const pending = unsettledFlows(stats);
     const waitedMs = performance.now() - t0;
     if (pending.length === 0 || waitedMs >= timeoutMs) return { settled: pending.length === 0, waitedMs, stats, pending };
+    // A database backend waiting on a lock (whose holder's client cannot send under window 0) answers
+    // nothing: ask the pod's kernel for the ACK now (an out-of-window segment gets one at once).
+    if (o.kickNetns !== undefined && !elicited && waitedMs >= HOLD_QUIESCE_ELICIT_AFTER_MS && pending.some((f) => f.unackedFromPeer > 0)) {
+      elicited = true;
+      await forge('reopen', { netns: o.kickNetns, pin, binary: o.binary }, true);
+    }
     await sleep(HOLD_QUIESCE_POLL_MS);
     stats = await holdStats(pin, o);
   }

@@ -4,6 +4,7 @@
  * the node side of the pod's veth, exactly where a migration uses it.
  */
 import anyTest, { type TestFn } from 'ava';
+import { spawn } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -106,6 +107,64 @@ test.serial('zero-window stops the peer: it waits in persist mode, its sequence 
   await release(c);
   const summary = await c.stop();
   t.true(summary.ok, `every answer in order, no reconnect: ${JSON.stringify(summary)}`);
+});
+
+/** A server in the pod that echoes lines but leaves `quiet` unanswered, as a backend waiting on a lock does. */
+const QUIET_SERVER = `
+import socket, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 7001))
+s.listen(8)
+def serve(c):
+    for line in c.makefile('rb'):
+        if line.strip() != b'quiet':
+            c.sendall(line)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+`;
+/** Talks to it until the pod's kernel delays its ACKs (interactive mode), then sends `quiet`. */
+const QUIET_CLIENT = `
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], 7001))
+f = c.makefile('rb')
+for i in range(50):
+    c.sendall(b'ping %d\\n' % i)
+    f.readline()
+c.sendall(b'quiet\\n')
+print('sent', flush=True)
+time.sleep(30)
+`;
+
+/** Arms zero-window right after a request the pod leaves unanswered; resolves with the quiesce's wait. */
+async function quiesceAfterQuietRequest(kick: boolean): Promise<{ settled: boolean; waitedMs: number }> {
+  const client = spawn('nsenter', [`--net=/run/netns/${lab.clientNetns}`, '--', PYTHON, '-c', QUIET_CLIENT, lab.podIp], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      client.stdout.on('data', (b: Buffer) => b.toString().includes('sent') && resolve());
+      client.once('exit', (code) => reject(new Error(`the client exited (${code})`)));
+    });
+    await setHoldMode(lab.pin, HOLD_MODES.quiesce);
+    const q = await waitQuiesced(lab.pin, kick ? { kickNetns: lab.nodeNetns } : {});
+    return { settled: q.settled, waitedMs: q.waitedMs };
+  } finally {
+    await setHoldMode(lab.pin, HOLD_MODES.none);
+    client.kill('SIGKILL');
+  }
+}
+
+test.serial('quiesce asks the pod for an ACK it holds back instead of waiting for its delayed-ACK timer', async (t) => {
+  // Dies with the pod's namespace (after.always).
+  spawn('nsenter', [`--net=/run/netns/${lab.podNetns}`, '--', PYTHON, '-c', QUIET_SERVER], { stdio: 'ignore', detached: true }).unref();
+  for (let i = 0; i < 100 && (await inNetns(lab.podNetns, 'ss', ['-Hltn', 'sport = :7001'])).stdout.trim() === ''; i++) await sleep(50);
+  // Without a kick the wait is the pod's delayed ACK (40 ms at least): the request really is left unacknowledged.
+  const slow = await quiesceAfterQuietRequest(false);
+  t.true(slow.settled);
+  t.true(slow.waitedMs >= 30, `unkicked: settled after ${slow.waitedMs.toFixed(1)} ms`);
+  const fast = await quiesceAfterQuietRequest(true);
+  t.true(fast.settled);
+  t.true(fast.waitedMs < 30, `kicked: settled after ${fast.waitedMs.toFixed(1)} ms`);
+  t.log(`unacknowledged request: quiesced after ${slow.waitedMs.toFixed(1)} ms unkicked, ${fast.waitedMs.toFixed(1)} ms kicked`);
 });
 
 test.serial('the flow map matches the connection as the client sees it', async (t) => {
