@@ -15,6 +15,8 @@ const bin = () => path.join(NATIVE_DIR, 'pm-pages');
 
 export interface RoundStats {
   pages: number;
+  /** Of `pages`, those of private writable mappings (the rest: shared memory, copied read-only pages). */
+  privatePages: number;
   newPages: number;
   bytes: number;
   knownPages: number;

@@ -112,6 +112,8 @@ struct round_ctx {
 	struct page_range last; /* the range being extended, not yet written to `read` */
 	unsigned char *buf;
 	unsigned long pages, fresh;
+	/* Of `pages`, those of private writable mappings (what a lazy dump leaves in the tasks). */
+	unsigned long private_pages;
 	/* Shared anonymous memory (SysV or MAP_SHARED|MAP_ANONYMOUS) already read, by inode and offset. */
 	unsigned long seen[256][2];
 	size_t nseen;
@@ -262,6 +264,7 @@ static void round_pid(int pid, void *arg)
 			for (size_t off = 0; got > 0 && off + PAGE <= (size_t)got; off += PAGE) {
 				uint64_t h = hash_page(c->buf + off);
 				c->pages++;
+				c->private_pages++;
 				if (c->map) {
 					uint32_t head[2] = { (uint32_t)vpid, 0 };
 					uint64_t rec[2] = { a + off, h };
@@ -300,7 +303,7 @@ static int cmd_round(int pid, const char *state, const char *out, const char *ma
 	struct set sent;
 	set_load(&sent, state);
 	struct round_ctx c = { &sent, fopen(out, "w"), NULL, 0, map ? fopen(map, "w") : NULL, read ? fopen(read, "w") : NULL, { 0 },
-			       aligned_alloc(PAGE, CHUNK), 0, 0, { { 0 } }, 0 };
+			       aligned_alloc(PAGE, CHUNK), 0, 0, 0, { { 0 } }, 0 };
 	if (read && !c.read)
 		die(read);
 	if (only)
@@ -327,7 +330,7 @@ static int cmd_round(int pid, const char *state, const char *out, const char *ma
 	if (c.read && fclose(c.read))
 		die(read);
 	set_save(&sent, state);
-	printf("{\"pages\":%lu,\"newPages\":%lu,\"bytes\":%lu,\"knownPages\":%zu,\"ms\":%.1f}\n", c.pages, c.fresh,
+	printf("{\"pages\":%lu,\"privatePages\":%lu,\"newPages\":%lu,\"bytes\":%lu,\"knownPages\":%zu,\"ms\":%.1f}\n", c.pages, c.private_pages, c.fresh,
 	       c.fresh * (PAGE + 8), sent.len, now_ms() - t0);
 	return 0;
 }
