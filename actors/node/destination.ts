@@ -105,6 +105,12 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
     m.lazyDaemon?.kill();
     throw e;
   }
+  // The peers sit in zero-window persist mode since the freeze: tell them at once that the window is open,
+  // from the pod's own namespace, with the state the source's hold recorded (DisengageHold confirms it).
+  // First thing after the resume: every millisecond until then is one more the clients wait.
+  const reopened = req.networkContinuity
+    ? await ctx.hold.reopen({ netns, flowsPin: holdPinDir(ctx.cluster, req.sourceNode, req.pod) })
+    : 0;
   const init = await refOf(r.pid);
   if (!init) throw new NodeOperationError(`restored pod ${req.pod} (pid ${r.pid}) exited at once`);
   await writePodRecord(ctx.cluster, {
@@ -113,11 +119,6 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
     startedAtMs: source?.startedAtMs ?? r.resumedAtMs, incoming: req.id, ...(source?.port !== undefined ? { port: source.port } : {}),
     ...(source?.user !== undefined ? { user: source.user } : {}), ...(source?.volumes?.length ? { volumes: source.volumes } : {}),
   });
-  // The peers sit in zero-window persist mode since the freeze: tell them at once that the window is open,
-  // from the pod's own namespace, with the state the source's hold recorded (DisengageHold confirms it).
-  const reopened = req.networkContinuity
-    ? await ctx.hold.reopen({ netns, flowsPin: holdPinDir(ctx.cluster, req.sourceNode, req.pod) })
-    : 0;
   m.restored = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets, reopened, pagesFromCache: decoded.fromCache, decodeMs: decoded.ms };
   return m.restored;
 }
