@@ -182,6 +182,12 @@ export interface QuiesceOptions extends HoldCallOptions {
   timeoutMs?: number;
   /** Kick (see {@link kick}) from this namespace once, right away: the node's netns. */
   kickNetns?: string;
+  /**
+   * Where to ask the pod for ACKs it holds back (reopen --elicit): the pod's own netns, so the forged segment
+   * meets no conntrack of the node's (a peer→pod segment there matches no entry of a DNATed flow, and the
+   * node would take it for a new flow). Defaults to kickNetns.
+   */
+  elicitNetns?: string;
 }
 
 export interface QuiesceResult {
@@ -211,9 +217,10 @@ export async function waitQuiesced(pin: string, o: QuiesceOptions = {}): Promise
     if (pending.length === 0 || waitedMs >= timeoutMs) return { settled: pending.length === 0, waitedMs, stats, pending };
     // A database backend waiting on a lock (whose holder's client cannot send under window 0) answers
     // nothing: ask the pod's kernel for the ACK now (an out-of-window segment gets one at once).
-    if (o.kickNetns !== undefined && !elicited && waitedMs >= HOLD_QUIESCE_ELICIT_AFTER_MS && pending.some((f) => f.unackedFromPeer > 0)) {
+    const elicitNetns = o.elicitNetns ?? o.kickNetns;
+    if (elicitNetns !== undefined && !elicited && waitedMs >= HOLD_QUIESCE_ELICIT_AFTER_MS && pending.some((f) => f.unackedFromPeer > 0)) {
       elicited = true;
-      await forge('reopen', { netns: o.kickNetns, pin, binary: o.binary }, true);
+      await forge('reopen', { netns: elicitNetns, pin, binary: o.binary }, true);
     }
     await sleep(HOLD_QUIESCE_POLL_MS);
     stats = await holdStats(pin, o);

@@ -10,9 +10,9 @@ export const bpfHold: HoldOps = {
   async setModes(pin, modes) {
     await setHoldMode(pin, modes);
   },
-  async quiesce(pin, timeoutMs, kickNetns) {
+  async quiesce(pin, timeoutMs, netns) {
     // The kick makes idle peers see window 0 and answer at once, instead of after their delayed ACK.
-    const r = await waitQuiesced(pin, { timeoutMs, kickNetns });
+    const r = await waitQuiesced(pin, { timeoutMs, kickNetns: netns.kickNetns, elicitNetns: netns.podNetns });
     return { settled: r.settled, waitedMs: r.waitedMs };
   },
   async counters(pin) {

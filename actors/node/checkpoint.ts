@@ -77,7 +77,7 @@ export async function checkpoint(ctx: NodeContext, o: {
           // CRIU's ~100 ms of start-up is behind us: the peers stop sending only now, just before the freeze.
           const closedAt = ctx.clock.nowMs();
           await ctx.hold.setModes(o.pin, ['zw']);
-          const q = await ctx.hold.quiesce(o.pin, o.zeroWindowQuiesceMs, ctx.node.netns);
+          const q = await ctx.hold.quiesce(o.pin, o.zeroWindowQuiesceMs, { kickNetns: ctx.node.netns, podNetns: o.netns });
           // How long the peers waited under the zero window before the freeze (clients feel it too).
           quiesce = `${q.settled ? 'settled' : 'not settled'} after ${Math.round(q.waitedMs)} ms, window closed ${Math.round(ctx.clock.nowMs() - closedAt)} ms before the freeze`;
         } else if (n.script === 'network-lock') {

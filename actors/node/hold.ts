@@ -12,8 +12,11 @@ export interface HoldOps {
   /** Attaches the hold to a pod's node-side veth (idempotent) with the given modes. */
   attach(opts: { nodeNetns: string; dev: string; podIp: string; pin: string; modes: HoldMode[] }): Promise<void>;
   setModes(pin: string, modes: HoldMode[]): Promise<void>;
-  /** Waits (bounded) until no peer has bytes in flight toward the pod under the zero window. */
-  quiesce(pin: string, timeoutMs: number, kickNetns: string): Promise<{ settled: boolean; waitedMs: number }>;
+  /**
+   * Waits (bounded) until no peer has bytes in flight toward the pod under the zero window; kicks the peers
+   * from `kickNetns` (the node's) and asks the pod for held-back ACKs from `podNetns`.
+   */
+  quiesce(pin: string, timeoutMs: number, netns: { kickNetns: string; podNetns: string }): Promise<{ settled: boolean; waitedMs: number }>;
   counters(pin: string): Promise<HoldCounters | undefined>;
   /** Flows ("pod ip:port|peer ip:port") on which a RST passed the hold, either way; undefined without a hold. */
   resets(pin: string): Promise<Set<string> | undefined>;

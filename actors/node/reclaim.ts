@@ -46,7 +46,7 @@ export async function reclaimFreeze(ctx: NodeContext, m: NodeMigration, req: Rec
   const local = rec.volumes?.some((v) => v.tier === 'local') ?? false;
   if (local) await syncVolumesBack(ctx, req.id, rec, req.target);
   await ctx.hold.setModes(pin, ['zw']);
-  await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS, ctx.node.netns);
+  await ctx.hold.quiesce(pin, QUIESCE_TIMEOUT_MS, { kickNetns: ctx.node.netns, podNetns: rec.netns });
   m.reclaimFroze = await checkpoint(ctx, {
     pid: rec.init.pid, netns: rec.netns, pin, dir: imagesDir(ctx.cluster, req.id, 'destination'), target: req.target,
     whileFrozen: [() => flowsToCarry(ctx, rec.ip), ...(local ? [() => syncVolumesBack(ctx, req.id, rec, req.target).then(volumeFields)] : [])],

@@ -145,7 +145,7 @@ async function quiesceAfterQuietRequest(kick: boolean): Promise<{ settled: boole
       client.once('exit', (code) => reject(new Error(`the client exited (${code})`)));
     });
     await setHoldMode(lab.pin, HOLD_MODES.quiesce);
-    const q = await waitQuiesced(lab.pin, kick ? { kickNetns: lab.nodeNetns } : {});
+    const q = await waitQuiesced(lab.pin, kick ? { kickNetns: lab.nodeNetns, elicitNetns: lab.podNetns } : {});
     return { settled: q.settled, waitedMs: q.waitedMs };
   } finally {
     await setHoldMode(lab.pin, HOLD_MODES.none);
