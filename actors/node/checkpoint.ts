@@ -10,6 +10,7 @@ import { sendDirectory } from '../../criu-shim/transfer/index.js';
 import type { FreezeReply, PrepareReply, SocketSeq } from '../../bus/node-migration.js';
 import { NodeOperationError } from '../../bus/errors.js';
 import { criuBinary, NATIVE_DIR } from '../../node-runtime/constants.js';
+import { criuConfigFile } from '../../node-runtime/criu-rundir.js';
 import { inventory, readSeqs } from '../../node-runtime/sockets.js';
 import { finalPages, watchAndEncode, type ImageEncoder } from '../../node-runtime/pages.js';
 import type { WriteTracker } from '../../node-runtime/wptrack.js';
@@ -69,7 +70,7 @@ export async function checkpoint(ctx: NodeContext, o: {
   try {
     await criuDump({
       criuPath: criuBinary(), pid: o.pid, imagesDir: o.dir, tcpEstablished: true, shellJob: true,
-      external: [`net[${netnsIno}]:extnet`], networkLock: 'SKIP', finalState: 'stop', logLevel: 2,
+      external: [`net[${netnsIno}]:extnet`], networkLock: 'SKIP', finalState: 'stop', logLevel: 2, configFile: await criuConfigFile(),
       ...(o.lazyPagesSocket !== undefined ? { lazyPagesSocket: o.lazyPagesSocket } : {}),
     }, {
       onNotify: async (n) => {
@@ -226,7 +227,7 @@ export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: str
   let resumedAtMs = 0;
   const r = await criuRestore({
     criuPath: criuBinary(), imagesDir: o.dir, tcpEstablished: true, shellJob: true, tcpClose: !o.networkContinuity,
-    networkLock: 'SKIP', logLevel: 2, inherit: [{ key: 'extnet', path: `/run/netns/${o.netns}` }],
+    networkLock: 'SKIP', logLevel: 2, configFile: await criuConfigFile(), inherit: [{ key: 'extnet', path: `/run/netns/${o.netns}` }],
     ...(o.lazyPages ? { lazyPages: true } : {}),
   }, {
     onNotify: async (n) => {

@@ -54,6 +54,8 @@ interface ImageOptions extends CriuBinaries {
   fileLocks?: boolean;
   extUnixSk?: boolean;
   manageCgroupsMode?: CriuCgMode;
+  /** A CRIU configuration file, for options the RPC has no field for (e.g. `file-validation filesize`). */
+  configFile?: string;
 }
 
 export interface CriuDumpOptions extends ImageOptions {
@@ -107,6 +109,7 @@ function commonOpts(o: ImageOptions, defaultLog: string, notify: boolean): CriuO
     fileLocks: o.fileLocks,
     extUnixSk: o.extUnixSk,
     manageCgroupsMode: o.manageCgroupsMode,
+    configFile: o.configFile,
   };
 }
 

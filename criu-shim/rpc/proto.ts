@@ -95,6 +95,8 @@ export interface CriuOpts {
   lazyPages?: boolean;
   /** 50 */
   orphanPtsMaster?: boolean;
+  /** 51: a CRIU configuration file (one long option per line) for what this message has no field for. */
+  configFile?: string;
   /** 52 */
   tcpClose?: boolean;
   /** 64: CRIU's default is IPTABLES. */
@@ -251,6 +253,7 @@ function encodeOpts(w: Writer, o: CriuOpts): void {
   bool(w, 46, o.tcpSkipInFlight);
   bool(w, 48, o.lazyPages);
   bool(w, 50, o.orphanPtsMaster);
+  string(w, 51, o.configFile);
   bool(w, 52, o.tcpClose);
   int32(w, 64, o.networkLock === undefined ? undefined : CRIU_NETWORK_LOCKS[o.networkLock]);
   string(w, 68, o.imagesDir);

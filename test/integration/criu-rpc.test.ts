@@ -364,3 +364,22 @@ test('a dump of a pid that does not exist fails with a one-line CriuError carryi
   t.regex(err!.logTail!, new RegExp(String(pid)));
   t.log(err!.message);
 });
+
+test('the CRIU configuration file is root\'s alone, rewritten when changed, and CRIU reads it', async (t) => {
+  const { criuConfigFile } = await import('../../node-runtime/criu-rundir.js');
+  const file = await criuConfigFile();
+  const st = await stat(file);
+  t.is(st.uid, 0);
+  t.is(st.mode & 0o777, 0o600);
+  t.is((await stat(path.dirname(file))).mode & 0o777, 0o700);
+  t.regex(await readFile(file, 'utf8'), /^file-validation filesize\n$/);
+  await writeFile(file, 'action-script /bin/false\n');
+  t.is(await criuConfigFile(), file);
+  t.regex(await readFile(file, 'utf8'), /^file-validation filesize\n$/, 'a tampered file is replaced');
+  // CRIU parses it: an option it does not know in the same place fails the dump in one line.
+  const bad = await mkdtemp(path.join(tmpdir(), `${PREFIX}conf-`));
+  t.teardown(() => rm(bad, { recursive: true, force: true }));
+  await writeFile(path.join(bad, 'criu.conf'), 'no-such-criu-option\n', { mode: 0o600 });
+  const err = await t.throwsAsync(criuDump({ criuPath: criuBinary(), pid: 2 ** 22 + 7, imagesDir: bad, configFile: path.join(bad, 'criu.conf') }), { instanceOf: CriuError });
+  t.regex(err!.message, /unrecognized option '--no-such-criu-option'/);
+});
