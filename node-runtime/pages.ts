@@ -17,6 +17,8 @@ export interface RoundStats {
   pages: number;
   /** Of `pages`, those of private writable mappings (the rest: shared memory, copied read-only pages). */
   privatePages: number;
+  /** Processes of the pod read. */
+  processes: number;
   newPages: number;
   bytes: number;
   knownPages: number;

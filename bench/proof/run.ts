@@ -37,6 +37,8 @@ const BASELINE = Number(values.baseline);
 const SCALE = Number(values.scale);
 const CLUSTER = 'bproof';
 const GAP_MS = 4000;
+/** What one migration may take, for sizing pgbench's run. */
+const RUN_BUDGET_MS = 13_000;
 const WINDOW_MS = 5000;
 
 interface Run {
@@ -61,6 +63,8 @@ interface Run {
   tpsDuring?: number;
   tpsAfter?: number;
   volumeBytesInFreeze?: number;
+  /** Where the freeze went (FinalFreeze and Restore results): source dump, image stream, destination rebuild and restore. */
+  parts?: { dumpMs?: number; encodeAfterDumpMs?: number; transferMs?: number; wireBytes?: number; decodeMs?: number; restoreMs?: number; lazy: boolean };
 }
 
 interface Tx { endMs: number; latencyMs: number }
@@ -137,9 +141,10 @@ async function main(): Promise<void> {
     const netns = rec.plan.client.netns;
     await pgbenchInit(netns, pod.ip, SCALE);
     const total = MIGRATIONS + BASELINE;
-    // Each run takes ~3 s here plus the pause after it; pgbench must outlast the last one with room for its
-    // "after" window (what is left after that is plain load).
-    const seconds = Math.ceil((6000 + total * (GAP_MS + 6000) + WINDOW_MS) / 1000);
+    // Each run takes 8-11 s here (pre-copy rounds and the volume's bulk copy while the database serves) plus
+    // the pause after it; pgbench must outlast the last one, Cold included, with room for its "after" window
+    // (what is left after that is plain load).
+    const seconds = Math.ceil((6000 + total * (GAP_MS + RUN_BUDGET_MS) + WINDOW_MS) / 1000);
     process.stdout.write(`pgbench -c 8 -j 2 for ${seconds} s; ${MIGRATIONS} PodMotion migrations, then ${BASELINE} Cold ones\n`);
     const running = pgbench(netns, pod.ip, { clients: 8, threads: 2, seconds, logDir });
     await new Promise((r) => setTimeout(r, 6000));
@@ -150,8 +155,10 @@ async function main(): Promise<void> {
       const strategy: Strategy = i < MIGRATIONS ? 'PreCopy' : 'Cold';
       const to = nodes[(at + 1) % nodes.length]!;
       const s: MigrationStatus = await runMigration(nc, { pod: 'db', toNode: to, strategy }, 300_000, () => {}, () => {});
-      const restore = s.results['Restore'] as { freezeMs?: number; resumedAtMs?: number } | undefined;
-      const freeze = s.results['FinalFreeze'] as { frozenAtMs?: number; volumeBytes?: number } | undefined;
+      const restore = s.results['Restore'] as { freezeMs?: number; resumedAtMs?: number; decodeMs?: number; restoreMs?: number } | undefined;
+      const freeze = s.results['FinalFreeze'] as {
+        frozenAtMs?: number; volumeBytes?: number; dumpMs?: number; encodeAfterDumpMs?: number; transferMs?: number; wireBytes?: number; lazyFromRounds?: boolean;
+      } | undefined;
       const tcp = s.results['TCPVerifying'] as { connections?: number; preserved?: number; seqDeltaMax?: number; rst?: number } | undefined;
       const r: Run = {
         kind, id: s.spec.id, from: s.spec.sourceNode, to: s.spec.destinationNode, strategy, phase: s.phase,
@@ -161,6 +168,12 @@ async function main(): Promise<void> {
         ...(restore?.freezeMs !== undefined ? { freezeMs: restore.freezeMs } : {}),
         ...(tcp ? { connections: tcp.connections, preserved: tcp.preserved, seqDeltaMax: tcp.seqDeltaMax, rst: tcp.rst } : {}),
         ...(freeze?.volumeBytes !== undefined ? { volumeBytesInFreeze: freeze.volumeBytes } : {}),
+        ...(freeze && restore ? {
+          parts: {
+            dumpMs: freeze.dumpMs, encodeAfterDumpMs: freeze.encodeAfterDumpMs, transferMs: freeze.transferMs, wireBytes: freeze.wireBytes,
+            decodeMs: restore.decodeMs, restoreMs: restore.restoreMs, lazy: freeze.lazyFromRounds === true,
+          },
+        } : {}),
       };
       runs.push(r);
       if (s.phase === 'Complete') at = nodes.indexOf(to);
@@ -320,7 +333,9 @@ async function writeReport(started: Date, runs: Run[], bench: Awaited<ReturnType
   await mkdir(dir, { recursive: true });
   await writeFile(path.join(dir, 'proof.json'), JSON.stringify(data, null, 2) + '\n');
   await writeFile(path.join(dir, 'proof.svg'), svg(txs, runs));
-  const row = (r: Run, i: number) => `| ${i + 1} | ${r.kind} | ${r.from} → ${r.to} | ${r.phase} | ${r.freezeMs ?? '–'} | ${r.stallMs ?? '–'} | ${r.preserved ?? '–'}/${r.connections ?? '–'} | ${r.seqDeltaMax ?? '–'} | ${r.rst ?? '–'} | ${r.tpsBefore} / ${r.tpsDuring} / ${r.tpsAfter} |`;
+  const ms = (v: number | undefined) => (v === undefined ? '–' : String(Math.round(v)));
+  const parts = (p: Run['parts']) => (p ? `${ms(p.dumpMs)} / ${ms(p.transferMs)} / ${ms(p.decodeMs)} / ${ms(p.restoreMs)}${p.lazy ? ' (lazy)' : ''}` : '–');
+  const row = (r: Run, i: number) => `| ${i + 1} | ${r.kind} | ${r.from} → ${r.to} | ${r.phase} | ${r.freezeMs ?? '–'} | ${parts(r.parts)} | ${r.stallMs ?? '–'} | ${r.preserved ?? '–'}/${r.connections ?? '–'} | ${r.seqDeltaMax ?? '–'} | ${r.rst ?? '–'} | ${r.tpsBefore} / ${r.tpsDuring} / ${r.tpsAfter} |`;
   const s = data.podmotion;
   const c = data.cold;
   const md = `# PostgreSQL under pgbench, migrated live
@@ -335,8 +350,8 @@ TPC-B invariant after the run (accounts = branches = tellers = history): **${con
 | PodMotion (PreCopy) | ${s.runs} | ${s.complete} | ${s.freezeP50} / ${s.freezeP99} | ${s.stallP50} / ${s.stallP99} | ${s.connectionsKept}/${s.connections} | ${s.seqDeltaMax} | ${s.rst} |
 | Cold (stop-and-copy) | ${c.runs} | ${c.complete} | ${c.freezeP50} / ${c.freezeP99} | ${c.stallP50} / ${c.stallP99} | ${c.connectionsKept}/${c.connections} | ${c.seqDeltaMax} | ${c.rst} |
 
-| # | kind | move | phase | freeze ms | stall ms | connections | seq_delta | RST | tps before / during / after |
-|---|---|---|---|---|---|---|---|---|---|
+| # | kind | move | phase | freeze ms | dump / stream / rebuild / restore ms | stall ms | connections | seq_delta | RST | tps before / during / after |
+|---|---|---|---|---|---|---|---|---|---|---|
 ${runs.map(row).join('\n')}
 
 Drain baseline (${drain.from} → ${drain.to}, under a fresh pgbench -c 8): PostgreSQL stopped with a fast shutdown
@@ -363,7 +378,9 @@ longest wait for a reply ${redis.checker.maxWaitMs} ms. redis-benchmark: ${redis
 ${redis.runs.map((r, i) => `| ${i + 1} | ${r.from} → ${r.to} | ${r.phase}${r.error ? ` (${r.error})` : ''} | ${r.freezeMs ?? '–'} | ${r.preserved ?? '–'}/${r.connections ?? '–'} | ${r.seqDeltaMax ?? '–'} | ${r.rst ?? '–'} |`).join('\n')}
 
 Stall: the longest pgbench transaction that ended between the freeze and two seconds after the resume
-(pgbench -l). Produced by \`make proof\` (\`node dist/bench/proof/run.js\`).
+(pgbench -l). Dump / stream / rebuild / restore: the source's dump (from the tasks frozen until the images were
+ready), the image stream, the destination rebuilding the images from the pre-copy rounds, and CRIU's restore;
+they overlap the phase changes, so they need not add up to the freeze. Produced by \`make proof\` (\`node dist/bench/proof/run.js\`).
 `;
   await writeFile(path.join(dir, 'proof.md'), md);
   process.stdout.write(`\n${md}\nwrote bench/results/proof.md, proof.json, proof.svg\n`);

@@ -114,6 +114,7 @@ struct round_ctx {
 	unsigned long pages, fresh;
 	/* Of `pages`, those of private writable mappings (what a lazy dump leaves in the tasks). */
 	unsigned long private_pages;
+	unsigned long processes;
 	/* Shared anonymous memory (SysV or MAP_SHARED|MAP_ANONYMOUS) already read, by inode and offset. */
 	unsigned long seen[256][2];
 	size_t nseen;
@@ -214,6 +215,8 @@ static void round_pid(int pid, void *arg)
 	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
 	FILE *maps = fopen(path, "r");
 	int vpid = c->map || c->only ? pod_pid(pid) : 0;
+	if (maps)
+		c->processes++;
 	if (!maps || vpid < 0) {
 		if (maps)
 			fclose(maps);
@@ -303,7 +306,7 @@ static int cmd_round(int pid, const char *state, const char *out, const char *ma
 	struct set sent;
 	set_load(&sent, state);
 	struct round_ctx c = { &sent, fopen(out, "w"), NULL, 0, map ? fopen(map, "w") : NULL, read ? fopen(read, "w") : NULL, { 0 },
-			       aligned_alloc(PAGE, CHUNK), 0, 0, 0, { { 0 } }, 0 };
+			       aligned_alloc(PAGE, CHUNK), 0, 0, 0, 0, { { 0 } }, 0 };
 	if (read && !c.read)
 		die(read);
 	if (only)
@@ -330,7 +333,7 @@ static int cmd_round(int pid, const char *state, const char *out, const char *ma
 	if (c.read && fclose(c.read))
 		die(read);
 	set_save(&sent, state);
-	printf("{\"pages\":%lu,\"privatePages\":%lu,\"newPages\":%lu,\"bytes\":%lu,\"knownPages\":%zu,\"ms\":%.1f}\n", c.pages, c.private_pages, c.fresh,
+	printf("{\"pages\":%lu,\"privatePages\":%lu,\"processes\":%lu,\"newPages\":%lu,\"bytes\":%lu,\"knownPages\":%zu,\"ms\":%.1f}\n", c.pages, c.private_pages, c.processes, c.fresh,
 	       c.fresh * (PAGE + 8), sent.len, now_ms() - t0);
 	return 0;
 }

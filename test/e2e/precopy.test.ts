@@ -20,13 +20,7 @@ let ask: (() => Promise<string>) | undefined;
 test.before(async () => {
   await cli(['cluster', 'down', '--cluster', CLUSTER]);
   process.env['PODMOTION_TEST_HOOKS'] = '1';
-  // The 32 MiB writer is below the private memory a lazy freeze needs by default: this file tests that freeze.
-  process.env['PODMOTION_LAZY_FREEZE_MIN_MIB'] = '0';
-  try {
-    await cliJson(['cluster', 'up', '--nodes', '3', '--cluster', CLUSTER]);
-  } finally {
-    delete process.env['PODMOTION_LAZY_FREEZE_MIN_MIB'];
-  }
+  await cliJson(['cluster', 'up', '--nodes', '3', '--cluster', CLUSTER]);
   const pod = await cliJson(['pod', 'run', 'mem', '--node', 'node-1', '--port', String(PORT), '--cluster', CLUSTER, '--',
     PYTHON, path.join(WORKLOADS, 'mem_writer.py'), String(PORT), '32', '10']);
   checker = await startMemoryChecker(CLUSTER, pod.ip, PORT);
