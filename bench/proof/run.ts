@@ -67,6 +67,25 @@ interface Run {
   parts?: { dumpMs?: number; encodeAfterDumpMs?: number; transferMs?: number; wireBytes?: number; decodeMs?: number; restoreMs?: number; lazy: boolean };
 }
 
+type FreezeParts = NonNullable<Run['parts']>;
+
+/** Where one migration's freeze went, from its FinalFreeze and Restore results. */
+function freezeParts(s: MigrationStatus): FreezeParts | undefined {
+  const freeze = s.results['FinalFreeze'] as { dumpMs?: number; encodeAfterDumpMs?: number; transferMs?: number; wireBytes?: number; lazyFromRounds?: boolean } | undefined;
+  const restore = s.results['Restore'] as { decodeMs?: number; restoreMs?: number } | undefined;
+  if (!freeze || !restore) return undefined;
+  return {
+    dumpMs: freeze.dumpMs, encodeAfterDumpMs: freeze.encodeAfterDumpMs, transferMs: freeze.transferMs, wireBytes: freeze.wireBytes,
+    decodeMs: restore.decodeMs, restoreMs: restore.restoreMs, lazy: freeze.lazyFromRounds === true,
+  };
+}
+
+/** "dump / stream / rebuild / restore" in ms, "(lazy)" for a lazy freeze. */
+function partsCell(p: FreezeParts | undefined): string {
+  const ms = (v: number | undefined) => (v === undefined ? '–' : String(Math.round(v)));
+  return p ? `${ms(p.dumpMs)} / ${ms(p.transferMs)} / ${ms(p.decodeMs)} / ${ms(p.restoreMs)}${p.lazy ? ' (lazy)' : ''}` : '–';
+}
+
 interface Tx { endMs: number; latencyMs: number }
 
 const pct = (xs: number[], p: number) => {
@@ -155,10 +174,9 @@ async function main(): Promise<void> {
       const strategy: Strategy = i < MIGRATIONS ? 'PreCopy' : 'Cold';
       const to = nodes[(at + 1) % nodes.length]!;
       const s: MigrationStatus = await runMigration(nc, { pod: 'db', toNode: to, strategy }, 300_000, () => {}, () => {});
-      const restore = s.results['Restore'] as { freezeMs?: number; resumedAtMs?: number; decodeMs?: number; restoreMs?: number } | undefined;
-      const freeze = s.results['FinalFreeze'] as {
-        frozenAtMs?: number; volumeBytes?: number; dumpMs?: number; encodeAfterDumpMs?: number; transferMs?: number; wireBytes?: number; lazyFromRounds?: boolean;
-      } | undefined;
+      const restore = s.results['Restore'] as { freezeMs?: number; resumedAtMs?: number } | undefined;
+      const freeze = s.results['FinalFreeze'] as { frozenAtMs?: number; volumeBytes?: number } | undefined;
+      const parts = freezeParts(s);
       const tcp = s.results['TCPVerifying'] as { connections?: number; preserved?: number; seqDeltaMax?: number; rst?: number } | undefined;
       const r: Run = {
         kind, id: s.spec.id, from: s.spec.sourceNode, to: s.spec.destinationNode, strategy, phase: s.phase,
@@ -168,12 +186,7 @@ async function main(): Promise<void> {
         ...(restore?.freezeMs !== undefined ? { freezeMs: restore.freezeMs } : {}),
         ...(tcp ? { connections: tcp.connections, preserved: tcp.preserved, seqDeltaMax: tcp.seqDeltaMax, rst: tcp.rst } : {}),
         ...(freeze?.volumeBytes !== undefined ? { volumeBytesInFreeze: freeze.volumeBytes } : {}),
-        ...(freeze && restore ? {
-          parts: {
-            dumpMs: freeze.dumpMs, encodeAfterDumpMs: freeze.encodeAfterDumpMs, transferMs: freeze.transferMs, wireBytes: freeze.wireBytes,
-            decodeMs: restore.decodeMs, restoreMs: restore.restoreMs, lazy: freeze.lazyFromRounds === true,
-          },
-        } : {}),
+        ...(parts ? { parts } : {}),
       };
       runs.push(r);
       if (s.phase === 'Complete') at = nodes.indexOf(to);
@@ -256,7 +269,7 @@ async function drainBaseline(nc: Parameters<typeof request>[0], netns: string, f
 }
 
 interface RedisProof {
-  runs: Array<{ from: string; to: string; phase: string; error?: string; freezeMs?: number; connections?: number; preserved?: number; seqDeltaMax?: number; rst?: number }>;
+  runs: Array<{ from: string; to: string; phase: string; error?: string; freezeMs?: number; parts?: FreezeParts; connections?: number; preserved?: number; seqDeltaMax?: number; rst?: number }>;
   checker: { operations: number; keys: number; missing: number; wrong: number; counter: number; increments: number; errors: number; maxWaitMs: number };
   benchmark: string[];
   benchmarkExit: number;
@@ -292,7 +305,8 @@ async function redisProof(nc: Parameters<typeof request>[0], netns: string): Pro
     const s = await runMigration(nc, { pod: 'cache', toNode: to, strategy: 'PreCopy' }, 300_000, () => {}, () => {});
     const tcp = s.results['TCPVerifying'] as { connections?: number; preserved?: number; seqDeltaMax?: number; rst?: number } | undefined;
     const freezeMs = (s.results['Restore'] as { freezeMs?: number } | undefined)?.freezeMs;
-    runs.push({ from: s.spec.sourceNode, to: s.spec.destinationNode, phase: s.phase, ...(s.error ? { error: s.error.message } : {}), ...(freezeMs !== undefined ? { freezeMs } : {}), ...(tcp ?? {}) });
+    const parts = freezeParts(s);
+    runs.push({ from: s.spec.sourceNode, to: s.spec.destinationNode, phase: s.phase, ...(s.error ? { error: s.error.message } : {}), ...(freezeMs !== undefined ? { freezeMs } : {}), ...(parts ? { parts } : {}), ...(tcp ?? {}) });
     if (s.phase === 'Complete') at = nodes.indexOf(to);
     process.stdout.write(`Redis ${i + 1}: ${s.spec.sourceNode} → ${s.spec.destinationNode} ${s.phase}, freeze ${freezeMs ?? '?'} ms, ${tcp?.preserved ?? '?'}/${tcp?.connections ?? '?'} connections, seq_delta ${tcp?.seqDeltaMax ?? '?'}, ${tcp?.rst ?? '?'} RST\n`);
     await new Promise((r) => setTimeout(r, GAP_MS));
@@ -333,9 +347,7 @@ async function writeReport(started: Date, runs: Run[], bench: Awaited<ReturnType
   await mkdir(dir, { recursive: true });
   await writeFile(path.join(dir, 'proof.json'), JSON.stringify(data, null, 2) + '\n');
   await writeFile(path.join(dir, 'proof.svg'), svg(txs, runs));
-  const ms = (v: number | undefined) => (v === undefined ? '–' : String(Math.round(v)));
-  const parts = (p: Run['parts']) => (p ? `${ms(p.dumpMs)} / ${ms(p.transferMs)} / ${ms(p.decodeMs)} / ${ms(p.restoreMs)}${p.lazy ? ' (lazy)' : ''}` : '–');
-  const row = (r: Run, i: number) => `| ${i + 1} | ${r.kind} | ${r.from} → ${r.to} | ${r.phase} | ${r.freezeMs ?? '–'} | ${parts(r.parts)} | ${r.stallMs ?? '–'} | ${r.preserved ?? '–'}/${r.connections ?? '–'} | ${r.seqDeltaMax ?? '–'} | ${r.rst ?? '–'} | ${r.tpsBefore} / ${r.tpsDuring} / ${r.tpsAfter} |`;
+  const row = (r: Run, i: number) => `| ${i + 1} | ${r.kind} | ${r.from} → ${r.to} | ${r.phase} | ${r.freezeMs ?? '–'} | ${partsCell(r.parts)} | ${r.stallMs ?? '–'} | ${r.preserved ?? '–'}/${r.connections ?? '–'} | ${r.seqDeltaMax ?? '–'} | ${r.rst ?? '–'} | ${r.tpsBefore} / ${r.tpsDuring} / ${r.tpsAfter} |`;
   const s = data.podmotion;
   const c = data.cold;
   const md = `# PostgreSQL under pgbench, migrated live
@@ -373,9 +385,9 @@ Checker: ${redis.checker.keys} keys written, **${redis.checker.missing} missing,
 for ${redis.checker.increments} acknowledged increments (**${redis.checker.counter === redis.checker.increments ? 'exact' : 'WRONG'}**); ${redis.checker.errors} errors;
 longest wait for a reply ${redis.checker.maxWaitMs} ms. redis-benchmark: ${redis.benchmark.join('; ') || 'no summary'}.
 
-| # | move | phase | freeze ms | connections | seq_delta | RST |
-|---|---|---|---|---|---|---|
-${redis.runs.map((r, i) => `| ${i + 1} | ${r.from} → ${r.to} | ${r.phase}${r.error ? ` (${r.error})` : ''} | ${r.freezeMs ?? '–'} | ${r.preserved ?? '–'}/${r.connections ?? '–'} | ${r.seqDeltaMax ?? '–'} | ${r.rst ?? '–'} |`).join('\n')}
+| # | move | phase | freeze ms | dump / stream / rebuild / restore ms | connections | seq_delta | RST |
+|---|---|---|---|---|---|---|---|
+${redis.runs.map((r, i) => `| ${i + 1} | ${r.from} → ${r.to} | ${r.phase}${r.error ? ` (${r.error})` : ''} | ${r.freezeMs ?? '–'} | ${partsCell(r.parts)} | ${r.preserved ?? '–'}/${r.connections ?? '–'} | ${r.seqDeltaMax ?? '–'} | ${r.rst ?? '–'} |`).join('\n')}
 
 Stall: the longest pgbench transaction that ended between the freeze and two seconds after the resume
 (pgbench -l). Dump / stream / rebuild / restore: the source's dump (from the tasks frozen until the images were
