@@ -210,6 +210,7 @@ export async function waitQuiesced(pin: string, o: QuiesceOptions = {}): Promise
   const maxPolls = Math.ceil(timeoutMs / HOLD_QUIESCE_POLL_MS) + 1;
   if (o.kickNetns !== undefined) await kick({ netns: o.kickNetns, pin, binary: o.binary });
   let stats = await holdStats(pin, o);
+  const elicitNetns = o.elicitNetns ?? o.kickNetns;
   let elicited = false;
   for (let poll = 0; poll < maxPolls; poll++) {
     const pending = unsettledFlows(stats);
@@ -217,7 +218,6 @@ export async function waitQuiesced(pin: string, o: QuiesceOptions = {}): Promise
     if (pending.length === 0 || waitedMs >= timeoutMs) return { settled: pending.length === 0, waitedMs, stats, pending };
     // A database backend waiting on a lock (whose holder's client cannot send under window 0) answers
     // nothing: ask the pod's kernel for the ACK now (an out-of-window segment gets one at once).
-    const elicitNetns = o.elicitNetns ?? o.kickNetns;
     if (elicitNetns !== undefined && !elicited && waitedMs >= HOLD_QUIESCE_ELICIT_AFTER_MS && pending.some((f) => f.unackedFromPeer > 0)) {
       elicited = true;
       await forge('reopen', { netns: elicitNetns, pin, binary: o.binary }, true);

@@ -65,7 +65,8 @@ export interface ImageEncoder {
 
 /**
  * Replaces each pages-*.img CRIU writes into `dir` by a delta: references for pages in `state`, bytes for
- * the rest. Started before the dump: each is encoded as soon as CRIU closes it, while CRIU dumps the next processes (pm-pages encode --watch). Resolves once it is watching.
+ * the rest. Started before the dump: each is encoded as soon as CRIU closes it, while CRIU dumps the next
+ * processes (pm-pages encode --watch). Resolves once it is watching.
  */
 export async function watchAndEncode(dir: string, state: string): Promise<ImageEncoder> {
   const child = spawn(bin(), ['encode', '--dir', dir, '--state', state, '--watch'], { stdio: ['pipe', 'pipe', 'pipe'] });

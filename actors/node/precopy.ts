@@ -21,6 +21,7 @@ import type { NodeContext } from './context.js';
 import { FINAL_PAGES_FILE } from './checkpoint.js';
 import type { NodeMigration } from './state.js';
 import { readPodRecord } from '../../node-runtime/records.js';
+import { PAGE_BYTES } from '../../criu-shim/images/pagemap.js';
 
 /** A round can carry the pod's whole memory; the receiver's bound is the same as a checkpoint's. */
 const MAX_ROUND_BYTES = 64 * 1024 ** 3;
@@ -44,10 +45,10 @@ interface Tracking {
  * When a tracked pre-copy still ends in a plain dump compared by content: a lazy freeze has costs per process
  * (the tracker's last scan, the lazy dump and restore of each, and after the resume the page faults every
  * process takes while its memory comes from the daemon), a plain one per byte of private memory copied inside
- * the freeze. Measured here: PostgreSQL (15 processes, ~35 MB private beside 75 MB of shared
- * buffers both dump whole) had the same freeze either way and its clients stalled ~80 ms less after a plain
- * one. A single process writing 64 MiB freezes in 75 ms (p50, bench/freeze) lazily, where
- * its Cold freeze is 402. So: plain when the pod has little private memory per process, and not much in all.
+ * the freeze. Measured here: PostgreSQL (15 processes, ~35 MB private beside 75 MB of shared buffers both
+ * dump whole) had the same freeze either way and its clients stalled ~80 ms less after a plain one. A single
+ * process writing 64 MiB freezes in 75 ms (p50, bench/freeze) lazily, where its Cold freeze is 402. So:
+ * plain when the pod has little private memory per process, and not much in all.
  * PODMOTION_LAZY_FREEZE_MIN_MIB on the agent overrides the bound in all (0: always lazy).
  */
 const PLAIN_FREEZE_MAX_PRIVATE_BYTES = 48 << 20;
@@ -133,7 +134,7 @@ export async function precopySend(ctx: NodeContext, req: RoundRequest): Promise<
   // The destination holds these pages now; the round file itself is not needed here any more.
   if (t && tracked) {
     if (!tracked.only) {
-      t.privateBytes = stats.privatePages * 4096;
+      t.privateBytes = stats.privatePages * PAGE_BYTES;
       t.processes = stats.processes;
     }
     await appendFile(path.join(base, READ_FILE), await readFile(tracked.read));

@@ -4,8 +4,8 @@
 //   pm-pages round  --pid PID --state FILE --out FILE [--map FILE --read FILE [--only FILE]]
 //       Reads every private writable page of the pod (every process of PID's pid namespace, with
 //       process_vm_readv: the pod keeps running), and all of its shared anonymous memory and the copied
-//       pages of its read-only private mappings (by content only, never into MAP or READ), and writes each page whose hash is not in STATE as a record
-//       [u64 hash][4096 bytes] to OUT; adds those hashes to STATE (the set the destination holds).
+//       pages of its read-only private mappings (by content only, never into MAP or READ), and writes each
+//       page whose hash is not in STATE as a record [u64 hash][4096 bytes] to OUT; adds those hashes to STATE (the set the destination holds).
 //       When writes are tracked (pm-wptrack): MAP gets {u32 vpid, u32 0, u64 vaddr, u64 hash} for every page
 //       read and READ the ranges read; with ONLY (ranges written since the last round), just those are read.
 //   pm-pages final  --pid PID --read FILE --clean FILE --out FILE --round N
@@ -215,13 +215,12 @@ static void round_pid(int pid, void *arg)
 	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
 	FILE *maps = fopen(path, "r");
 	int vpid = c->map || c->only ? pod_pid(pid) : 0;
-	if (maps)
-		c->processes++;
 	if (!maps || vpid < 0) {
 		if (maps)
 			fclose(maps);
 		return;
 	}
+	c->processes++;
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
 	int pagemap = c->only ? -1 : open(path, O_RDONLY | O_CLOEXEC);
 	size_t next = 0;
