@@ -126,7 +126,9 @@ export const RestoreRequest = obj({ id: id(), pod: name(), sourceNode: name(), n
 export type RestoreRequest = Infer<typeof RestoreRequest>;
 export const RestoreReply = obj({
   resumedAtMs: num(), restoreMs: num(), initPid: num({ int: true }), reopened: optional(num({ int: true })),
-  pagesFromCache: optional(num({ int: true, min: 0 })), decodeMs: optional(num({ min: 0 })), sockets: arr(SocketSeq, { maxItems: 65_536 }),
+  pagesFromCache: optional(num({ int: true, min: 0 })), decodeMs: optional(num({ min: 0 })),
+  /** Of decodeMs, what followed the last image's arrival (the others were rebuilt while the images came in). */
+  decodeAfterImagesMs: optional(num({ min: 0 })), sockets: arr(SocketSeq, { maxItems: 65_536 }),
 });
 export type RestoreReply = Infer<typeof RestoreReply>;
 

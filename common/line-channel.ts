@@ -1,6 +1,7 @@
 /**
  * Commands to a helper process, one line each, answered one line each and in order (the native helpers
- * pm-wptrack and pm-page-source --store speak this way).
+ * pm-wptrack, pm-pages and pm-page-source --store speak this way). A helper may also announce something
+ * unasked, on a line of its own that starts with `@`: given `onNotice`, such lines go there, not to a command.
  */
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
@@ -9,13 +10,17 @@ export class LineChannel {
   private waiting: Array<{ resolve(line: string): void; reject(e: Error): void }> = [];
   private ended: (() => Error) | undefined;
 
-  constructor(input: Readable, private readonly output: Writable) {
+  constructor(input: Readable, private readonly output: Writable, onNotice?: (line: string) => void) {
     // A helper that dies mid-write makes EPIPE on its socket; readline re-emits the input's errors, and one
     // nobody listens to would take the whole agent down. Either way the channel ends: commands fail, one line each.
     const failed = (e: Error) => this.fail(e);
     // Its output closing ends it too; a moment later, so that whoever watches the helper's exit can say why first.
     const closed = () => setTimeout(() => this.end(() => new Error("the helper's channel closed")), 50).unref();
-    createInterface({ input }).on('line', (l) => this.waiting.shift()?.resolve(l)).on('error', failed).on('close', closed);
+    const line = (l: string) => {
+      if (onNotice && l.startsWith('@')) onNotice(l.slice(1));
+      else this.waiting.shift()?.resolve(l);
+    };
+    createInterface({ input }).on('line', line).on('error', failed).on('close', closed);
     output.on('error', failed);
   }
 

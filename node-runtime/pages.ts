@@ -66,13 +66,17 @@ export interface ImageEncoder {
 /**
  * Replaces each pages-*.img CRIU writes into `dir` by a delta: references for pages in `state`, bytes for
  * the rest. Started before the dump: each is encoded as soon as CRIU closes it, while CRIU dumps the next
- * processes (pm-pages encode --watch). Resolves once it is watching.
+ * processes (pm-pages encode --watch), and `onEncoded` learns the delta's name (it is complete, and may be
+ * sent). Resolves once it is watching.
  */
-export async function watchAndEncode(dir: string, state: string): Promise<ImageEncoder> {
+export async function watchAndEncode(dir: string, state: string, onEncoded?: (name: string) => void): Promise<ImageEncoder> {
   const child = spawn(bin(), ['encode', '--dir', dir, '--state', state, '--watch'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (b: Buffer) => { if (stderr.length < 4096) stderr += b.toString(); });
-  const channel = new LineChannel(child.stdout, child.stdin);
+  const channel = new LineChannel(child.stdout, child.stdin, (notice) => {
+    const name = /^encoded (pages-[^/]+\.pmdelta)$/.exec(notice)?.[1];
+    if (name) onEncoded?.(name);
+  });
   const why = () => new NodeOperationError(`encoding the checkpoint's pages: ${stderr.trim().split('\n').pop() || 'the helper exited'}`);
   child.once('close', () => setImmediate(() => channel.end(why)));
   child.once('error', () => channel.end(why));
@@ -92,6 +96,56 @@ export async function watchAndEncode(dir: string, state: string): Promise<ImageE
       return { pages: r.pages, referenced: r.referenced, literal: r.literal, ms: r.ms, lastMs: r.lastMs };
     },
     stop: () => { child.stdin.end(); child.kill('SIGKILL'); },
+  };
+}
+
+export interface DecodeStats {
+  pages: number;
+  fromCache: number;
+  /** Spent rebuilding, in all. */
+  ms: number;
+  /** Spent after the last image arrived (`finish`). */
+  lastMs: number;
+}
+
+/** The destination's rebuilder of one migration's pages images (pm-pages decode --serve). */
+export interface ImageDecoder {
+  /** Indexes a pre-copy round's cache (its pages checked against their hashes): before the freeze. */
+  addCache(file: string): Promise<void>;
+  /** A delta of the images directory has arrived whole: rebuilds it while the rest is on its way. */
+  decode(name: string): void;
+  /** Every image is in: rebuilds the deltas left; fails if any rebuild failed. */
+  finish(): Promise<DecodeStats>;
+  kill(): void;
+}
+
+/**
+ * Starts the rebuilder for the images that will arrive in `dir`: it lives from the first pre-copy round
+ * (whose cache it indexes then) to the restore, so that the freeze is left with memory copies only.
+ */
+export function startDecoder(dir: string): ImageDecoder {
+  const child = spawn(bin(), ['decode', '--dir', dir, '--serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => { if (stderr.length < 4096) stderr += b.toString(); });
+  const channel = new LineChannel(child.stdout, child.stdin);
+  const why = () => new NodeOperationError(`rebuilding the checkpoint's pages: ${stderr.trim().split('\n').pop() || 'the helper exited'}`);
+  child.once('close', () => setImmediate(() => channel.end(why)));
+  child.once('error', () => channel.end(why));
+  const ask = async (cmd: string) => JSON.parse(await channel.send(cmd, { ms: PAGES_TIMEOUT_MS, onTimeout: () => { child.kill('SIGKILL'); return why(); } })) as DecodeStats;
+  // Deltas decoded as they arrive; the first failure is reported by finish.
+  const decoding: Array<Promise<unknown>> = [];
+  return {
+    addCache: async (file) => { await ask(`cache ${file}`); },
+    decode: (name) => {
+      const p = ask(`decode ${name}`);
+      p.catch(() => {});
+      decoding.push(p);
+    },
+    finish: async () => {
+      await Promise.all(decoding);
+      return ask('finish');
+    },
+    kill: () => { child.stdin.end(); child.kill('SIGKILL'); },
   };
 }
 

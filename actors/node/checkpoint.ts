@@ -6,7 +6,7 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { criuDump, criuRestore } from '../../criu-shim/rpc/index.js';
-import { sendDirectory } from '../../criu-shim/transfer/index.js';
+import { openImageStream, type ImageStream } from '../../criu-shim/transfer/index.js';
 import type { FreezeReply, PrepareReply, SocketSeq } from '../../bus/node-migration.js';
 import { NodeOperationError } from '../../bus/errors.js';
 import { criuBinary, NATIVE_DIR } from '../../node-runtime/constants.js';
@@ -64,9 +64,30 @@ export async function checkpoint(ctx: NodeContext, o: {
   // What the freeze spends, in ms since the tasks froze (logged like the restore's timeline).
   const marks: string[] = [];
   const mark = (what: string) => marks.push(`${what}@${Math.round(ctx.clock.nowMs() - frozenAtMs)}`);
+  const streamTo = {
+    host: o.target.host, port: o.target.port, key: Buffer.from(o.target.key), dir: o.dir,
+    ...(o.bandwidthMbps !== undefined ? { bandwidthMbps: o.bandwidthMbps } : {}),
+  };
   // After pre-copy, the images' pages go as references to what the rounds delivered: encoded as CRIU closes
-  // each pages image, alongside the dump (set up before CRIU starts, outside the freeze).
-  const encoder: ImageEncoder | undefined = o.precopyState !== undefined ? await watchAndEncode(o.dir, o.precopyState) : undefined;
+  // each pages image, alongside the dump, and sent at once on a stream opened before CRIU starts (outside the
+  // freeze): the destination rebuilds each while CRIU dumps the next processes. Without pre-copy the images
+  // go once the dump is over (a long dump would leave an early stream idle).
+  let stream: ImageStream | undefined;
+  let encoder: ImageEncoder | undefined;
+  if (o.precopyState !== undefined) {
+    stream = await openImageStream(streamTo);
+    let first = true;
+    try {
+      encoder = await watchAndEncode(o.dir, o.precopyState, (name) => {
+        if (first) mark('first-delta');
+        first = false;
+        stream?.send(name);
+      });
+    } catch (e) {
+      stream.abort();
+      throw e;
+    }
+  }
   try {
     await criuDump({
       criuPath: criuBinary(), pid: o.pid, imagesDir: o.dir, tcpEstablished: true, shellJob: true,
@@ -114,10 +135,7 @@ export async function checkpoint(ctx: NodeContext, o: {
     const bytes = await dirBytes(o.dir) + (encoded?.pages ?? 0) * PAGE_BYTES;
     const t0 = ctx.clock.nowMs();
     mark('encoded');
-    const sent = await sendDirectory({
-      host: o.target.host, port: o.target.port, key: Buffer.from(o.target.key), dir: o.dir,
-      ...(o.bandwidthMbps !== undefined ? { bandwidthMbps: o.bandwidthMbps } : {}),
-    });
+    const sent = await (stream ?? await openImageStream(streamTo)).finish();
     const transferMs = ctx.clock.nowMs() - t0;
     mark('sent');
     await seqs;
@@ -130,6 +148,8 @@ export async function checkpoint(ctx: NodeContext, o: {
   } finally {
     // Gone once it answered `finish`; after a failed dump it must not wait on.
     encoder?.stop();
+    // Ended by `finish`; after a failure the destination must see the stream break.
+    stream?.abort();
   }
 }
 

@@ -45,7 +45,8 @@ export async function preparePod(ctx: NodeContext, m: NodeMigration, req: Prepar
   const dir = imagesDir(ctx.cluster, req.id, 'destination');
   await rm(dir, { recursive: true, force: true });
   m.address = { ip: req.ip, mac: req.mac };
-  m.receiver = await startReceiver({ host: ctx.dataHost, dir, key, maxBytes: MAX_IMAGE_BYTES });
+  // A pages delta is rebuilt as soon as it is in, while CRIU still dumps the pod's next processes.
+  m.receiver = await startReceiver({ host: ctx.dataHost, dir, key, maxBytes: MAX_IMAGE_BYTES, onFile: (name) => { if (name.endsWith('.pmdelta')) m.decoder?.decode(name); } });
   const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
   const socketPath = path.join(lazyDir, 'destination.sock');
   if (req.lazy) {
@@ -66,9 +67,9 @@ export async function preparePod(ctx: NodeContext, m: NodeMigration, req: Prepar
     return m.pageSink?.startDaemon({ criuPath: criuBinary(), connectExecPath: path.join(NATIVE_DIR, 'pm-connect-exec'), dir });
   });
   m.lazyDaemonStart.catch(() => {});
-  // Images that carry pages as references to the pre-copy rounds are rebuilt as soon as they are in, while
-  // the overlay is handed over, not after the restore request.
-  m.decoding = m.receiver.done.then(() => decodeIfPrecopied(ctx, req.id, dir));
+  // Images that carry pages as references to the pre-copy rounds are rebuilt as they arrive (the rounds'
+  // rebuilder), the rest once all are in, while the overlay is handed over, not after the restore request.
+  m.decoding = m.receiver.done.then(() => (m.decoder ? m.decoder.finish() : decodeIfPrecopied(ctx, req.id, dir)));
   m.decoding.catch(() => {});
   const volumes = req.volumes?.length ? await prepareVolumes(ctx, m, req, key) : [];
   m.prepared = { host: m.receiver.host, port: m.receiver.port, key, ...(m.pageSink ? { pagesPort: m.pageSink.port } : {}), ...(volumes.length ? { volumes } : {}) };
@@ -82,7 +83,7 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   await m.receiver.done;
   const netns = podNetns(ctx.cluster, ctx.node.name, req.pod);
   const pin = holdPinDir(ctx.cluster, ctx.node.name, req.pod);
-  const decoded = await (m.decoding ?? decodeIfPrecopied(ctx, req.id, imagesDir(ctx.cluster, req.id, 'destination')));
+  const decoded: { fromCache: number; ms: number; lastMs?: number } = await (m.decoding ?? decodeIfPrecopied(ctx, req.id, imagesDir(ctx.cluster, req.id, 'destination')));
   const dir = imagesDir(ctx.cluster, req.id, 'destination');
   // A lazy restore (PostCopy, or a tracked pre-copy): its daemon must listen before the restore starts.
   m.lazyDaemon = m.lazyDaemonStart ? await m.lazyDaemonStart : undefined;
@@ -119,7 +120,8 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
     startedAtMs: source?.startedAtMs ?? r.resumedAtMs, incoming: req.id, ...(source?.port !== undefined ? { port: source.port } : {}),
     ...(source?.user !== undefined ? { user: source.user } : {}), ...(source?.volumes?.length ? { volumes: source.volumes } : {}),
   });
-  m.restored = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets, reopened, pagesFromCache: decoded.fromCache, decodeMs: decoded.ms };
+  m.restored = { resumedAtMs: r.resumedAtMs, restoreMs: r.restoreMs, initPid: r.pid, sockets: r.sockets, reopened, pagesFromCache: decoded.fromCache, decodeMs: decoded.ms,
+    ...(decoded.lastMs !== undefined ? { decodeAfterImagesMs: decoded.lastMs } : {}) };
   return m.restored;
 }
 
@@ -207,6 +209,7 @@ export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req
   m.receiver?.close();
   m.pageSink?.close();
   m.pageStore?.kill();
+  m.decoder?.kill();
   for (const rx of m.volumeReceivers.values()) rx.close();
   await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
   await rm(imagesDir(ctx.cluster, req.id, 'lazy'), { recursive: true, force: true });
@@ -219,6 +222,7 @@ export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | u
   m?.lazyDaemon?.kill();
   void m?.lazyDaemonStart?.then((d) => d?.kill(), () => {});
   m?.pageStore?.kill();
+  m?.decoder?.kill();
   m?.pageSink?.close();
   for (const rx of m?.rounds.values() ?? []) rx.close();
   // Images and page caches hold the pod's memory: they go first, whatever else fails below.

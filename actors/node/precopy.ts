@@ -15,7 +15,7 @@ import { newTransferKey, sendDirectory, startReceiver } from '../../criu-shim/tr
 import { NodeOperationError, NotFoundError } from '../../bus/errors.js';
 import type { Done, PrepareReply, RoundRef, RoundReply, RoundRequest } from '../../bus/node-migration.js';
 import { NATIVE_DIR, criuBinary, imagesDir } from '../../node-runtime/constants.js';
-import { decodeImages, precopyRound } from '../../node-runtime/pages.js';
+import { decodeImages, precopyRound, startDecoder } from '../../node-runtime/pages.js';
 import { WriteTracker } from '../../node-runtime/wptrack.js';
 import type { NodeContext } from './context.js';
 import { FINAL_PAGES_FILE } from './checkpoint.js';
@@ -155,6 +155,12 @@ export async function precopyCommit(ctx: NodeContext, m: NodeMigration, req: Rou
   if (!rx) throw new NodeOperationError(`migration ${req.id}: no receiver for pre-copy round ${req.round} (agent restarted?)`);
   const got = await rx.done;
   const dir = path.join(destinationDir(ctx, req.id), `round-${req.round}`);
+  // Every round's cache goes to the rebuilder now, checked and indexed while the pod still runs.
+  if (m.decoderRound === undefined || req.round > m.decoderRound) {
+    m.decoder ??= startDecoder(imagesDir(ctx.cluster, req.id, 'destination'));
+    await m.decoder.addCache(path.join(dir, CACHE_FILE));
+    m.decoderRound = req.round;
+  }
   if (m.storeRound !== req.round && await stat(path.join(dir, MAP_FILE)).then(() => true, () => false)) {
     if (m.storeRound !== undefined && m.storeRound !== req.round - 1) {
       throw new NodeOperationError(`migration ${req.id}: pre-copy round ${req.round} arrived after round ${m.storeRound}`);

@@ -6,6 +6,7 @@ import type { Receiver } from '../../criu-shim/transfer/index.js';
 import type { VolumeReceiver } from '../storage/sync.js';
 import type { LazyDaemon, PageSink, PageStore } from '../../criu-shim/transfer/lazy.js';
 import type { LazySession } from './checkpoint.js';
+import type { ImageDecoder } from '../../node-runtime/pages.js';
 import { PreconditionError } from '../../bus/errors.js';
 import type { FreezeReply, PrepareReply, RestoreReply } from '../../bus/node-migration.js';
 
@@ -35,8 +36,11 @@ export interface NodeMigration {
   lazyDaemon?: LazyDaemon;
   /** Either daemon, started once the images are in (undefined: the restore is not lazy). */
   lazyDaemonStart?: Promise<LazyDaemon | undefined>;
-  /** Pages images rebuilt from the pre-copy caches, started as soon as the images are in. */
-  decoding?: Promise<{ fromCache: number; ms: number }>;
+  /** Pages images rebuilt from the pre-copy caches, each as soon as it is in; settled once all are. */
+  decoding?: Promise<{ fromCache: number; ms: number; lastMs?: number }>;
+  /** Pre-copy on the destination: the rebuilder holding the rounds' caches, and the last round it indexed. */
+  decoder?: ImageDecoder;
+  decoderRound?: number;
   /** Pre-copy with tracked writes, on the destination: the store of the pages that arrived, and its last round. */
   pageStore?: PageStore;
   storeRound?: number;

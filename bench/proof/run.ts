@@ -64,7 +64,7 @@ interface Run {
   tpsAfter?: number;
   volumeBytesInFreeze?: number;
   /** Where the freeze went (FinalFreeze and Restore results): source dump, image stream, destination rebuild and restore. */
-  parts?: { dumpMs?: number; encodeAfterDumpMs?: number; transferMs?: number; wireBytes?: number; decodeMs?: number; restoreMs?: number; lazy: boolean };
+  parts?: { dumpMs?: number; encodeAfterDumpMs?: number; transferMs?: number; wireBytes?: number; decodeMs?: number; decodeAfterImagesMs?: number; restoreMs?: number; lazy: boolean };
 }
 
 type FreezeParts = NonNullable<Run['parts']>;
@@ -72,18 +72,23 @@ type FreezeParts = NonNullable<Run['parts']>;
 /** Where one migration's freeze went, from its FinalFreeze and Restore results. */
 function freezeParts(s: MigrationStatus): FreezeParts | undefined {
   const freeze = s.results['FinalFreeze'] as { dumpMs?: number; encodeAfterDumpMs?: number; transferMs?: number; wireBytes?: number; lazyFromRounds?: boolean } | undefined;
-  const restore = s.results['Restore'] as { decodeMs?: number; restoreMs?: number } | undefined;
+  const restore = s.results['Restore'] as { decodeMs?: number; decodeAfterImagesMs?: number; restoreMs?: number } | undefined;
   if (!freeze || !restore) return undefined;
   return {
     dumpMs: freeze.dumpMs, encodeAfterDumpMs: freeze.encodeAfterDumpMs, transferMs: freeze.transferMs, wireBytes: freeze.wireBytes,
-    decodeMs: restore.decodeMs, restoreMs: restore.restoreMs, lazy: freeze.lazyFromRounds === true,
+    decodeMs: restore.decodeMs, decodeAfterImagesMs: restore.decodeAfterImagesMs, restoreMs: restore.restoreMs, lazy: freeze.lazyFromRounds === true,
   };
 }
 
-/** "dump / stream / rebuild / restore" in ms, "(lazy)" for a lazy freeze. */
+/**
+ * "dump / stream / rebuild / restore" in ms, "(lazy)" for a lazy freeze. The stream and the rebuild count
+ * what followed the dump and the last image's arrival; "(a of b)" when part of the rebuild came earlier.
+ */
 function partsCell(p: FreezeParts | undefined): string {
   const ms = (v: number | undefined) => (v === undefined ? '–' : String(Math.round(v)));
-  return p ? `${ms(p.dumpMs)} / ${ms(p.transferMs)} / ${ms(p.decodeMs)} / ${ms(p.restoreMs)}${p.lazy ? ' (lazy)' : ''}` : '–';
+  const rebuild = p?.decodeAfterImagesMs !== undefined && p.decodeMs !== undefined && p.decodeMs - p.decodeAfterImagesMs >= 1
+    ? `${ms(p.decodeAfterImagesMs)} (of ${ms(p.decodeMs)})` : ms(p?.decodeAfterImagesMs ?? p?.decodeMs);
+  return p ? `${ms(p.dumpMs)} / ${ms(p.transferMs)} / ${rebuild} / ${ms(p.restoreMs)}${p.lazy ? ' (lazy)' : ''}` : '–';
 }
 
 interface Tx { endMs: number; latencyMs: number }
@@ -391,8 +396,9 @@ ${redis.runs.map((r, i) => `| ${i + 1} | ${r.from} → ${r.to} | ${r.phase}${r.e
 
 Stall: the longest pgbench transaction that ended between the freeze and two seconds after the resume
 (pgbench -l). Dump / stream / rebuild / restore: the source's dump (from the tasks frozen until the images were
-ready), the image stream, the destination rebuilding the images from the pre-copy rounds, and CRIU's restore;
-they overlap the phase changes, so they need not add up to the freeze. Produced by \`make proof\` (\`node dist/bench/proof/run.js\`).
+ready), the image stream after it (deltas of pages go as soon as CRIU closes them), the destination rebuilding
+the images from the pre-copy rounds after the last one arrived ("of" what was rebuilt in all, most of it while
+CRIU dumped on), and CRIU's restore; they overlap the phase changes, so they need not add up to the freeze. Produced by \`make proof\` (\`node dist/bench/proof/run.js\`).
 `;
   await writeFile(path.join(dir, 'proof.md'), md);
   process.stdout.write(`\n${md}\nwrote bench/results/proof.md, proof.json, proof.svg\n`);

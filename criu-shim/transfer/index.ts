@@ -52,7 +52,7 @@ function safeName(name: string): string {
   return name;
 }
 
-async function receiveStream(sock: tls.TLSSocket, dir: string, maxBytes: number): Promise<TransferStats> {
+async function receiveStream(sock: tls.TLSSocket, dir: string, maxBytes: number, onFile?: (name: string) => void): Promise<TransferStats> {
   const t0 = performance.now();
   const inbox = new Inbox(sock, 'image stream');
   let files = 0;
@@ -70,7 +70,7 @@ async function receiveStream(sock: tls.TLSSocket, dir: string, maxBytes: number)
       // Small files (most of a checkpoint's) are written without waiting for each: one after another they
       // would cost a disk round trip each inside the freeze. All are on disk before the stream is confirmed.
       while (inbox.length < size) await inbox.more();
-      const written = writeFile(path.join(dir, name), size ? inbox.take(size) : Buffer.alloc(0), { flag: 'wx', mode: 0o600 });
+      const written = writeFile(path.join(dir, name), size ? inbox.take(size) : Buffer.alloc(0), { flag: 'wx', mode: 0o600 }).then(() => onFile?.(name));
       written.catch(() => {}); // reported by the Promise.all below, unless the stream fails first
       pending.push(written);
       continue;
@@ -89,6 +89,7 @@ async function receiveStream(sock: tls.TLSSocket, dir: string, maxBytes: number)
     } finally {
       await out.close();
     }
+    onFile?.(name);
   }
   await Promise.all(pending);
   sock.end('ok');
@@ -97,9 +98,10 @@ async function receiveStream(sock: tls.TLSSocket, dir: string, maxBytes: number)
 
 /**
  * Listens for exactly one image stream into `dir` (created 0700). Any connection that does not
- * complete the PSK handshake is dropped without touching the directory.
+ * complete the PSK handshake is dropped without touching the directory. `onFile` hears of each file once
+ * it is written whole, while the stream goes on.
  */
-export async function startReceiver(opts: { host: string; dir: string; key: Buffer; maxBytes: number }): Promise<Receiver> {
+export async function startReceiver(opts: { host: string; dir: string; key: Buffer; maxBytes: number; onFile?: (name: string) => void }): Promise<Receiver> {
   await mkdir(opts.dir, { recursive: true, mode: 0o700 });
   let settle!: { resolve: (s: TransferStats) => void; reject: (e: Error) => void };
   const done = new Promise<TransferStats>((resolve, reject) => (settle = { resolve, reject }));
@@ -113,7 +115,7 @@ export async function startReceiver(opts: { host: string; dir: string; key: Buff
     // Inside a freeze every round trip counts: no Nagle delay on the confirmation.
     sock.setNoDelay(true);
     sock.setTimeout(TRANSFER_IDLE_TIMEOUT_MS, () => sock.destroy(new NodeOperationError('image stream idle too long')));
-    receiveStream(sock, opts.dir, opts.maxBytes).then(settle.resolve, (e: Error) => {
+    receiveStream(sock, opts.dir, opts.maxBytes, opts.onFile).then(settle.resolve, (e: Error) => {
       sock.destroy();
       settle.reject(e);
     });
@@ -168,79 +170,129 @@ async function sendFile(sock: tls.TLSSocket, file: string, size: number, pacer: 
   }
 }
 
-/** Streams every regular file of `dir` to a receiver; resolves once the receiver confirmed the stream. */
-export async function sendDirectory(opts: { host: string; port: number; key: Buffer; dir: string; signal?: AbortSignal; bandwidthMbps?: number }): Promise<TransferStats> {
+/** An image stream opened before the images are complete: files go as they are ready, the rest at `finish`. */
+export interface ImageStream {
+  /** Sends `name` of the directory next (a complete file that no longer changes); once only per name. */
+  send(name: string): void;
+  /** Sends every regular file of the directory not sent yet, ends the stream, resolves once it is confirmed. */
+  finish(): Promise<TransferStats>;
+  /** Gives up: the receiver sees the stream break and keeps nothing. */
+  abort(): void;
+}
+
+/**
+ * Opens a stream of `dir` to a receiver (the TLS handshake done here, not when the files are ready). Files
+ * go in the order they are handed over; a failure shows at `finish`.
+ */
+export async function openImageStream(opts: { host: string; port: number; key: Buffer; dir: string; signal?: AbortSignal; bandwidthMbps?: number }): Promise<ImageStream> {
   const t0 = performance.now();
-  const names = (await readdir(opts.dir)).sort();
   const sock = pskConnect({ host: opts.host, port: opts.port, key: opts.key, identity: PSK_IDENTITY });
   // Small frames (file headers, the last piece of a file, the end mark) go at once, not behind an ACK.
   sock.setNoDelay(true);
   // A receiver that stops reading (its node went away) must fail the freeze in bounded time, not in minutes
   // of kernel TCP retries while the pod stays frozen.
   sock.setTimeout(TRANSFER_IDLE_TIMEOUT_MS, () => sock.destroy(new NodeOperationError(`image stream stalled for ${TRANSFER_IDLE_TIMEOUT_MS} ms`)));
-  // Small files are read while the connection is set up, all at once; large ones are streamed in turn.
-  const entries = Promise.all(names.map(async (name) => {
-    const file = path.join(opts.dir, name);
-    const st = await stat(file);
-    const data = st.isFile() && st.size <= SMALL_FILE_BYTES ? await readFile(file) : undefined;
-    return { name, file, st, data };
-  }));
-  entries.catch(() => {});
   const onAbort = () => sock.destroy(new NodeOperationError('image stream aborted'));
   opts.signal?.addEventListener('abort', onAbort, { once: true });
+  let failure: Error | undefined;
+  sock.on('error', (e) => (failure ??= e));
   try {
-    let failure: Error | undefined;
-    sock.on('error', (e) => (failure ??= e));
     await new Promise<void>((resolve, reject) => {
       sock.once('secureConnect', () => resolve());
       sock.once('error', reject);
     });
-    let files = 0;
-    let bytes = 0;
-    // --bandwidth-mbps: megabits per second, so bytes per millisecond is mbps * 1e6 / 8 / 1000.
-    const pacer = new Pacer(opts.bandwidthMbps === undefined ? undefined : opts.bandwidthMbps * 125);
-    // Consecutive small files go as one write: waiting for the socket to drain after each would cost an
-    // event-loop turn per file inside the freeze.
-    let batch: Buffer[] = [];
-    let batched = 0;
-    const flush = async () => {
-      if (batch.length === 0) return;
-      const out = Buffer.concat(batch);
-      batch = [];
-      batched = 0;
-      await writeAll(sock, out, 'image');
-      await pacer.account(out.length);
-    };
-    for (const e of await entries) {
-      if (!e.st.isFile()) continue;
-      if (e.data && e.data.length !== e.st.size) throw new NodeOperationError(`image ${e.name} changed while being sent`);
-      if (e.data) {
-        batch.push(header(e.name, e.st.size), e.data);
-        if ((batched += e.data.length) >= SEND_CHUNK_BYTES) await flush();
-      } else {
-        await flush();
-        await writeAll(sock, header(e.name, e.st.size), 'image');
-        await sendFile(sock, e.file, e.st.size, pacer);
-      }
-      files++;
-      bytes += e.st.size;
-    }
-    await flush();
-    const ack = new Promise<void>((resolve, reject) => {
-      let reply = '';
-      sock.on('data', (b: Buffer) => (reply += b.toString()));
-      const verdict = () => (reply === 'ok' ? resolve() : reject(new NodeOperationError('image receiver did not confirm the stream')));
-      sock.once('end', verdict);
-      // A receiver that refuses the stream resets the connection: 'close' may come without 'end'.
-      sock.once('close', verdict);
-      sock.once('error', reject);
-    });
-    sock.write(Buffer.from([0, 0]));
-    await ack;
-    if (failure) throw failure;
-    return { files, bytes, ms: performance.now() - t0 };
-  } finally {
+  } catch (e) {
     opts.signal?.removeEventListener('abort', onAbort);
     sock.destroy();
+    throw e;
   }
+  let files = 0;
+  let bytes = 0;
+  const sent = new Set<string>();
+  // --bandwidth-mbps: megabits per second, so bytes per millisecond is mbps * 1e6 / 8 / 1000.
+  const pacer = new Pacer(opts.bandwidthMbps === undefined ? undefined : opts.bandwidthMbps * 125);
+  // One file after another on the socket: each hand-over chains on the previous one.
+  let queue: Promise<void> = Promise.resolve();
+  const sendOne = async (name: string) => {
+    const file = path.join(opts.dir, name);
+    const st = await stat(file);
+    await writeAll(sock, header(name, st.size), 'image');
+    await sendFile(sock, file, st.size, pacer);
+    files++;
+    bytes += st.size;
+  };
+  const close = () => {
+    opts.signal?.removeEventListener('abort', onAbort);
+    sock.destroy();
+  };
+  return {
+    send(name) {
+      if (sent.has(name)) return;
+      sent.add(name);
+      queue = queue.then(() => (failure ? undefined : sendOne(name)));
+      queue.catch((e: Error) => (failure ??= e));
+    },
+    async finish() {
+      try {
+        await queue;
+        if (failure) throw failure;
+        const names = (await readdir(opts.dir)).sort().filter((n) => !sent.has(n));
+        // Small files are read all at once; large ones are streamed in turn.
+        const entries = await Promise.all(names.map(async (name) => {
+          const file = path.join(opts.dir, name);
+          const st = await stat(file);
+          const data = st.isFile() && st.size <= SMALL_FILE_BYTES ? await readFile(file) : undefined;
+          return { name, file, st, data };
+        }));
+        // Consecutive small files go as one write: waiting for the socket to drain after each would cost an
+        // event-loop turn per file inside the freeze.
+        let batch: Buffer[] = [];
+        let batched = 0;
+        const flush = async () => {
+          if (batch.length === 0) return;
+          const out = Buffer.concat(batch);
+          batch = [];
+          batched = 0;
+          await writeAll(sock, out, 'image');
+          await pacer.account(out.length);
+        };
+        for (const e of entries) {
+          if (!e.st.isFile()) continue;
+          if (e.data && e.data.length !== e.st.size) throw new NodeOperationError(`image ${e.name} changed while being sent`);
+          if (e.data) {
+            batch.push(header(e.name, e.st.size), e.data);
+            if ((batched += e.data.length) >= SEND_CHUNK_BYTES) await flush();
+          } else {
+            await flush();
+            await writeAll(sock, header(e.name, e.st.size), 'image');
+            await sendFile(sock, e.file, e.st.size, pacer);
+          }
+          files++;
+          bytes += e.st.size;
+        }
+        await flush();
+        const ack = new Promise<void>((resolve, reject) => {
+          let reply = '';
+          sock.on('data', (b: Buffer) => (reply += b.toString()));
+          const verdict = () => (reply === 'ok' ? resolve() : reject(new NodeOperationError('image receiver did not confirm the stream')));
+          sock.once('end', verdict);
+          // A receiver that refuses the stream resets the connection: 'close' may come without 'end'.
+          sock.once('close', verdict);
+          sock.once('error', reject);
+        });
+        sock.write(Buffer.from([0, 0]));
+        await ack;
+        if (failure) throw failure;
+        return { files, bytes, ms: performance.now() - t0 };
+      } finally {
+        close();
+      }
+    },
+    abort: close,
+  };
+}
+
+/** Streams every regular file of `dir` to a receiver; resolves once the receiver confirmed the stream. */
+export async function sendDirectory(opts: { host: string; port: number; key: Buffer; dir: string; signal?: AbortSignal; bandwidthMbps?: number }): Promise<TransferStats> {
+  return (await openImageStream(opts)).finish();
 }

@@ -16,13 +16,15 @@
 //       For each CRIU pages-*.img in IMAGES: replaces it by pages-*.img.pmdelta, a stream of
 //       [u8 0][u64 hash] for pages in STATE and [u8 1][u64 hash][4096 bytes] for the others. With --watch,
 //       while CRIU dumps, each as soon as it is closed (commands on stdin: see cmd_encode).
-//   pm-pages decode --dir IMAGES --cache FILE...
-//       Rebuilds every pages-*.img from its .pmdelta and the records of the cache files (round outputs).
+//   pm-pages decode --dir IMAGES (--cache FILE... | --serve)
+//       Rebuilds every pages-*.img from its .pmdelta and the records of the cache files (round outputs);
+//       with --serve, caches and deltas one at a time as they arrive (commands on stdin: see cmd_decode_serve).
 // Each prints one JSON line; errors are one line on stderr, exit 1 (2 for usage).
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,8 +347,8 @@ static int is_pages_img(const char *name)
 	return !strncmp(name, "pages-", 6) && n > 10 && !strcmp(name + n - 4, ".img");
 }
 
-/* One pages-*.img of DIR replaced by its delta (see `encode`); a file already encoded is skipped. */
-static void encode_file(const struct set *sent, const char *dir, const char *name, unsigned long *pages, unsigned long *refs)
+/* One pages-*.img of DIR replaced by its delta (see `encode`); a file already encoded is skipped (returns 0). */
+static int encode_file(const struct set *sent, const char *dir, const char *name, unsigned long *pages, unsigned long *refs)
 {
 	static unsigned char page[PAGE];
 	static char ibuf[1 << 20], obuf[1 << 20];
@@ -355,7 +357,7 @@ static void encode_file(const struct set *sent, const char *dir, const char *nam
 	snprintf(out, sizeof(out), "%s.pmdelta", in);
 	FILE *fi = fopen(in, "r");
 	if (!fi && errno == ENOENT)
-		return;
+		return 0;
 	FILE *fo = fopen(out, "w");
 	if (!fi || !fo)
 		die(in);
@@ -374,12 +376,14 @@ static void encode_file(const struct set *sent, const char *dir, const char *nam
 	}
 	if (fclose(fi) || fclose(fo) || unlink(in))
 		die(out);
+	return 1;
 }
 
 /*
  * With --watch: CRIU is about to dump into DIR. Each pages-*.img is encoded as soon as CRIU closes it
  * (inotify), on another CPU than CRIU's, while it dumps the next processes: a database's shared memory is
- * written early in the dump, and its encoding no longer follows the dump. Commands on stdin, one line each:
+ * written early in the dump, and its encoding no longer follows the dump. Each delta written so is announced
+ * by a line `@encoded NAME` (it may go to the destination at once). Commands on stdin, one line each:
  * `ready` (answered once the watch is set), `finish` (CRIU is done: encodes what is left, answers with the
  * totals, exits). stdin closing without `finish` stops it, the images left as they are.
  */
@@ -411,7 +415,8 @@ static int cmd_encode(const char *dir, const char *state, int watch)
 				struct inotify_event *e = (struct inotify_event *)(ev + at);
 				if (e->len && is_pages_img(e->name)) {
 					double t0 = now_ms();
-					encode_file(&sent, dir, e->name, &pages, &refs);
+					if (encode_file(&sent, dir, e->name, &pages, &refs))
+						printf("@encoded %s.pmdelta\n", e->name), fflush(stdout);
 					spent += now_ms() - t0;
 				}
 				at += sizeof(*e) + e->len;
@@ -454,79 +459,209 @@ static int cmd_encode(const char *dir, const char *state, int watch)
 	return 0;
 }
 
+/*
+ * The destination's side: the rounds' caches, indexed by page hash, and the deltas rebuilt from them. A cache
+ * is checked page by page as it is indexed (before the freeze when served), so a rebuild is memory copies only.
+ */
+struct decoder {
+	const char *dir;
+	struct set index; /* hash -> (cache number << 48 | offset of the page) */
+	const unsigned char **maps;
+	int ncaches, cap;
+	unsigned long pages, fromCache;
+};
+
+static void decoder_init(struct decoder *d, const char *dir)
+{
+	memset(d, 0, sizeof(*d));
+	d->dir = dir;
+	set_init_or_die(&d->index, 1 << 16);
+}
+
+/* A whole file mapped read-only (NULL when empty). */
+static const unsigned char *map_file(const char *file, size_t *len)
+{
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st))
+		die(file);
+	*len = (size_t)st.st_size;
+	const unsigned char *map = *len ? mmap(NULL, *len, PROT_READ, MAP_SHARED, fd, 0) : NULL;
+	close(fd);
+	if (*len && map == MAP_FAILED)
+		die(file);
+	return map;
+}
+
+/* Maps a cache file (records [u64 hash][4096 bytes]) and indexes every page of it; returns its pages. */
+static unsigned long decoder_add(struct decoder *d, const char *file)
+{
+	if (d->ncaches == d->cap) {
+		d->cap = d->cap ? d->cap * 2 : 16;
+		d->maps = realloc(d->maps, (size_t)d->cap * sizeof(*d->maps));
+		if (!d->maps)
+			die("out of memory");
+	}
+	size_t len;
+	const unsigned char *map = map_file(file, &len);
+	uint64_t i = (uint64_t)d->ncaches;
+	d->maps[d->ncaches++] = map;
+	unsigned long n = 0;
+	for (size_t off = 0; off + sizeof(uint64_t) + PAGE <= len; off += sizeof(uint64_t) + PAGE, n++) {
+		uint64_t h;
+		memcpy(&h, map + off, sizeof(h));
+		if (hash_page(map + off + sizeof(h)) != h) {
+			errno = EIO;
+			die("page cache entry does not match its hash");
+		}
+		set_add(&d->index, h, (i << 48) | (off + sizeof(h)));
+	}
+	return n;
+}
+
+static void writev_all(int fd, struct iovec *iov, int n, const char *what)
+{
+	while (n > 0) {
+		ssize_t w = writev(fd, iov, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			die(what);
+		}
+		while (n > 0 && (size_t)w >= iov->iov_len)
+			w -= (ssize_t)iov->iov_len, iov++, n--;
+		if (n > 0)
+			iov->iov_base = (char *)iov->iov_base + w, iov->iov_len -= (size_t)w;
+	}
+}
+
+static int is_delta(const char *name)
+{
+	size_t n = strlen(name);
+	return n > 8 && !strcmp(name + n - 8, ".pmdelta") && !strchr(name, '/');
+}
+
+/*
+ * Rebuilds DIR/NAME (a .pmdelta) into the pages image it encodes and removes the delta. The pages are written
+ * straight from the caches' and the delta's mappings, IOV_MAX pieces at a time (adjacent ones merged).
+ */
+static void decode_file(struct decoder *d, const char *name, unsigned long *pages, unsigned long *fromCache)
+{
+	char in[4096], out[4096];
+	size_t n = strlen(name);
+	snprintf(in, sizeof(in), "%s/%s", d->dir, name);
+	snprintf(out, sizeof(out), "%s/%.*s", d->dir, (int)(n - 8), name);
+	size_t len;
+	const unsigned char *delta = map_file(in, &len);
+	int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fo < 0)
+		die(out);
+	static struct iovec iov[IOV_MAX];
+	int niov = 0;
+	for (size_t at = 0; at < len;) {
+		uint64_t h, where;
+		const unsigned char *page;
+		if (at + 1 + sizeof(h) > len)
+			errno = 0, die("truncated delta");
+		unsigned char literal = delta[at];
+		memcpy(&h, delta + at + 1, sizeof(h));
+		at += 1 + sizeof(h);
+		if (literal) {
+			if (at + PAGE > len)
+				errno = 0, die("truncated delta");
+			page = delta + at;
+			at += PAGE;
+		} else {
+			if (!set_has(&d->index, h, &where)) {
+				errno = ENOENT;
+				die("a referenced page is not in the page cache");
+			}
+			page = d->maps[where >> 48] + (where & ((1ULL << 48) - 1));
+			(*fromCache)++;
+		}
+		(*pages)++;
+		if (niov && (const unsigned char *)iov[niov - 1].iov_base + iov[niov - 1].iov_len == page) {
+			iov[niov - 1].iov_len += PAGE;
+			continue;
+		}
+		if (niov == IOV_MAX)
+			writev_all(fo, iov, niov, out), niov = 0;
+		iov[niov].iov_base = (void *)page;
+		iov[niov++].iov_len = PAGE;
+	}
+	writev_all(fo, iov, niov, out);
+	if (close(fo) || unlink(in))
+		die(out);
+	if (len)
+		munmap((void *)delta, len);
+}
+
+/* Every delta left in the directory. */
+static void decode_rest(struct decoder *d, unsigned long *pages, unsigned long *fromCache)
+{
+	DIR *dir = opendir(d->dir);
+	if (!dir)
+		die(d->dir);
+	struct dirent *e;
+	while ((e = readdir(dir)))
+		if (is_delta(e->d_name))
+			decode_file(d, e->d_name, pages, fromCache);
+	closedir(dir);
+}
+
 static int cmd_decode(const char *dir, char **caches, int ncaches)
 {
 	double t0 = now_ms();
-	struct set index;
-	set_init_or_die(&index, 1 << 16);
-	/* The caches are mapped, not read page by page: rebuilding a checkpoint is then memory copies only. */
-	const unsigned char **maps = calloc(ncaches, sizeof(*maps));
-	if (!maps)
-		die("out of memory");
-	/* Index: hash -> (cache number << 48 | offset of the page). */
-	for (int i = 0; i < ncaches; i++) {
-		int fd = open(caches[i], O_RDONLY);
-		struct stat st;
-		if (fd < 0 || fstat(fd, &st))
-			die(caches[i]);
-		size_t len = (size_t)st.st_size;
-		maps[i] = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-		close(fd);
-		if (len && maps[i] == MAP_FAILED)
-			die(caches[i]);
-		for (size_t off = 0; off + sizeof(uint64_t) + PAGE <= len; off += sizeof(uint64_t) + PAGE) {
-			uint64_t h;
-			memcpy(&h, maps[i] + off, sizeof(h));
-			set_add(&index, h, ((uint64_t)i << 48) | (off + sizeof(h)));
-		}
-	}
-	DIR *d = opendir(dir);
-	if (!d)
-		die(dir);
-	unsigned char page[PAGE];
+	struct decoder d;
+	decoder_init(&d, dir);
+	for (int i = 0; i < ncaches; i++)
+		decoder_add(&d, caches[i]);
 	unsigned long pages = 0, fromCache = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		size_t n = strlen(e->d_name);
-		if (n < 9 || strcmp(e->d_name + n - 8, ".pmdelta"))
-			continue;
-		char in[4096], out[4096];
-		snprintf(in, sizeof(in), "%s/%s", dir, e->d_name);
-		snprintf(out, sizeof(out), "%s/%.*s", dir, (int)(n - 8), e->d_name);
-		FILE *fi = fopen(in, "r"), *fo = fopen(out, "w");
-		if (!fi || !fo)
-			die(in);
-		static char obuf[1 << 20];
-		setvbuf(fo, obuf, _IOFBF, sizeof(obuf));
-		unsigned char literal;
-		uint64_t h, where;
-		while (fread(&literal, 1, 1, fi) == 1) {
-			if (fread(&h, sizeof(h), 1, fi) != 1)
-				die("truncated delta");
-			if (literal) {
-				if (fread(page, PAGE, 1, fi) != 1)
-					die("truncated delta");
-			} else {
-				if (!set_has(&index, h, &where)) {
-					errno = ENOENT;
-					die("a referenced page is not in the page cache");
-				}
-				memcpy(page, maps[where >> 48] + (where & ((1ULL << 48) - 1)), PAGE);
-				if (hash_page(page) != h) {
-					errno = EIO;
-					die("page cache entry does not match its hash");
-				}
-				fromCache++;
-			}
-			write_all(fo, page, PAGE, out);
-			pages++;
-		}
-		if (fclose(fi) || fclose(fo) || unlink(in))
-			die(out);
-	}
-	closedir(d);
+	decode_rest(&d, &pages, &fromCache);
 	printf("{\"pages\":%lu,\"fromCache\":%lu,\"ms\":%.1f}\n", pages, fromCache, now_ms() - t0);
 	return 0;
+}
+
+/*
+ * decode --serve: lives from the first pre-copy round to the restore, so that nothing but copies is left for
+ * the freeze. Commands on stdin, one line each, answered one line each: `cache PATH` (index a round's cache),
+ * `decode NAME` (rebuild the delta NAME of DIR, which has arrived whole: the rest of the images are still on
+ * their way), `finish` (rebuild every delta left, answer the totals, exit). stdin closing ends it.
+ */
+static int cmd_decode_serve(const char *dir)
+{
+	struct decoder d;
+	decoder_init(&d, dir);
+	unsigned long pages = 0, fromCache = 0, indexed = 0;
+	double spent = 0;
+	char line[4200];
+	while (fgets(line, sizeof(line), stdin)) {
+		size_t n = strlen(line);
+		if (n == 0 || line[n - 1] != '\n')
+			return fprintf(stderr, "pm-pages decode: command too long\n"), 2;
+		line[n - 1] = 0;
+		double t0 = now_ms();
+		if (!strncmp(line, "cache ", 6)) {
+			indexed += decoder_add(&d, line + 6);
+			printf("{\"ok\":true,\"indexed\":%lu}\n", indexed);
+		} else if (!strncmp(line, "decode ", 7) && is_delta(line + 7)) {
+			unsigned long p = 0, c = 0;
+			decode_file(&d, line + 7, &p, &c);
+			pages += p, fromCache += c;
+			double ms = now_ms() - t0;
+			spent += ms;
+			printf("{\"ok\":true,\"pages\":%lu,\"fromCache\":%lu,\"ms\":%.1f}\n", p, c, ms);
+		} else if (!strcmp(line, "finish")) {
+			decode_rest(&d, &pages, &fromCache);
+			double last = now_ms() - t0;
+			printf("{\"ok\":true,\"pages\":%lu,\"fromCache\":%lu,\"ms\":%.1f,\"lastMs\":%.1f}\n", pages, fromCache, spent + last, last);
+			return 0;
+		} else {
+			return fprintf(stderr, "pm-pages decode: unknown command %.80s\n", line), 2;
+		}
+		fflush(stdout);
+	}
+	return 1;
 }
 
 /* ---- final (pre-copy with tracked writes) ---- */
@@ -690,9 +825,11 @@ int main(int argc, char **argv)
 				 (unsigned)atoi(opt(argc, argv, "--round")));
 	if (!strcmp(cmd, "encode") && opt(argc, argv, "--dir") && opt(argc, argv, "--state"))
 		return cmd_encode(opt(argc, argv, "--dir"), opt(argc, argv, "--state"), has_flag(argc, argv, "--watch"));
+	if (!strcmp(cmd, "decode") && opt(argc, argv, "--dir") && argc == 5 && !strcmp(argv[4], "--serve"))
+		return cmd_decode_serve(opt(argc, argv, "--dir"));
 	if (!strcmp(cmd, "decode") && opt(argc, argv, "--dir") && argc >= 6 && !strcmp(argv[4], "--cache"))
 		return cmd_decode(opt(argc, argv, "--dir"), argv + 5, argc - 5);
 	fprintf(stderr, "usage: pm-pages round --pid PID --state F --out F [--map F --read F [--only F]] | final --pid PID --read F --clean F --out F --round N |"
-			" encode --dir D --state F [--watch] | decode --dir D --cache F...\n");
+			" encode --dir D --state F [--watch] | decode --dir D (--cache F... | --serve)\n");
 	return 2;
 }

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { access, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { precopyRound, watchAndEncode } from '../../node-runtime/pages.js';
+import { precopyRound, startDecoder, watchAndEncode } from '../../node-runtime/pages.js';
 import { childrenOf } from '../../node-runtime/procs.js';
 import { PYTHON } from '../../cli/load.js';
 
@@ -98,12 +98,15 @@ test('the encoder encodes each pages image as soon as it is closed, the rest at 
   h.writeBigUInt64LE(hashPage(known));
   await writeFile(state, h);
   await writeFile(path.join(images, 'pages-1.img'), Buffer.concat([known, Buffer.alloc(PAGE, 'n')])); // before: left for finish
-  const enc = await watchAndEncode(images, state);
+  const announced: string[] = [];
+  const enc = await watchAndEncode(images, state, (name) => announced.push(name));
   await writeFile(path.join(images, 'pages-2.img'), Buffer.concat([known, known, Buffer.alloc(PAGE, 'm')]));
   await writeFile(path.join(images, 'inventory.img'), 'not pages');
-  // Closed while "CRIU dumps on": encoded without waiting for finish.
-  for (let i = 0; i < 100 && (await readdir(images)).includes('pages-2.img'); i++) await sleep(10);
+  // Closed while "CRIU dumps on": encoded without waiting for finish, and announced (it may be sent at once).
+  for (let i = 0; i < 100 && announced.length === 0; i++) await sleep(10);
   t.false((await readdir(images)).includes('pages-2.img'), 'pages-2.img was encoded before finish');
+  t.deepEqual(announced, ['pages-2.img.pmdelta']);
+  t.is((await readFile(path.join(images, 'pages-2.img.pmdelta'))).length, 3 * 9 + PAGE, 'whole when announced');
   const r = await enc.finish();
   t.deepEqual({ pages: r.pages, referenced: r.referenced, literal: r.literal }, { pages: 5, referenced: 3, literal: 2 });
   t.deepEqual((await readdir(images)).sort(), ['inventory.img', 'pages-1.img.pmdelta', 'pages-2.img.pmdelta']);
@@ -116,4 +119,69 @@ test('the encoder encodes each pages image as soon as it is closed, the rest at 
   await writeFile(path.join(images, 'pages-3.img'), known);
   await sleep(100);
   await t.notThrowsAsync(access(path.join(images, 'pages-3.img')));
+});
+
+/** A round's cache file: records [u64 hash][4096 bytes]. */
+function cacheOf(pages: Buffer[], corrupt = false): Buffer {
+  return Buffer.concat(pages.flatMap((p) => {
+    const h = Buffer.alloc(8);
+    h.writeBigUInt64LE(hashPage(p) ^ (corrupt ? 1n : 0n));
+    return [h, p];
+  }));
+}
+
+/** A delta: [u8 0][u64 hash] for a reference, [u8 1][u64 hash][page] for a literal. */
+function deltaOf(entries: Array<{ ref?: Buffer; literal?: Buffer }>): Buffer {
+  return Buffer.concat(entries.flatMap((e) => {
+    const p = (e.ref ?? e.literal)!;
+    const h = Buffer.alloc(8);
+    h.writeBigUInt64LE(hashPage(p));
+    return e.ref ? [Buffer.from([0]), h] : [Buffer.from([1]), h, p];
+  }));
+}
+
+test('the rebuilder indexes caches before the freeze, rebuilds each delta as it arrives and the rest at finish', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pm-pages-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const images = path.join(dir, 'images');
+  const { mkdir, stat } = await import('node:fs/promises');
+  await mkdir(images);
+  const a = Buffer.alloc(PAGE, 'a'), b = Buffer.alloc(PAGE, 'b'), c = Buffer.alloc(PAGE, 'c'), n = Buffer.alloc(PAGE, 'n');
+  await writeFile(path.join(dir, 'cache-1'), cacheOf([a, b]));
+  await writeFile(path.join(dir, 'cache-2'), cacheOf([c]));
+  const dec = startDecoder(images);
+  t.teardown(() => dec.kill());
+  await dec.addCache(path.join(dir, 'cache-1'));
+  await dec.addCache(path.join(dir, 'cache-2'));
+  // References into both caches, a literal between them: adjacent cache pages are written as one piece.
+  await writeFile(path.join(images, 'pages-1.img.pmdelta'), deltaOf([{ ref: a }, { ref: b }, { literal: n }, { ref: c }, { ref: a }]));
+  dec.decode('pages-1.img.pmdelta');
+  for (let i = 0; i < 100 && (await readdir(images)).includes('pages-1.img.pmdelta'); i++) await sleep(10);
+  t.deepEqual(await readFile(path.join(images, 'pages-1.img')), Buffer.concat([a, b, n, c, a]), 'rebuilt before finish');
+  t.is((await stat(path.join(images, 'pages-1.img'))).mode & 0o777, 0o600);
+  await writeFile(path.join(images, 'pages-2.img.pmdelta'), deltaOf([{ ref: c }]));
+  const r = await dec.finish();
+  t.like(r, { pages: 6, fromCache: 5 });
+  t.true(r.lastMs <= r.ms);
+  t.deepEqual(await readFile(path.join(images, 'pages-2.img')), c);
+  t.deepEqual((await readdir(images)).sort(), ['pages-1.img', 'pages-2.img']);
+});
+
+test('the rebuilder refuses a cache whose page does not match its hash, and a reference it does not hold', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pm-pages-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const images = path.join(dir, 'images');
+  const { mkdir } = await import('node:fs/promises');
+  await mkdir(images);
+  const a = Buffer.alloc(PAGE, 'a');
+  await writeFile(path.join(dir, 'bad'), cacheOf([a], true));
+  const bad = startDecoder(images);
+  t.teardown(() => bad.kill());
+  await t.throwsAsync(bad.addCache(path.join(dir, 'bad')), { message: /does not match its hash/ });
+
+  const dec = startDecoder(images);
+  t.teardown(() => dec.kill());
+  await writeFile(path.join(images, 'pages-1.img.pmdelta'), deltaOf([{ ref: a }]));
+  dec.decode('pages-1.img.pmdelta');
+  await t.throwsAsync(dec.finish(), { message: /not in the page cache/ });
 });

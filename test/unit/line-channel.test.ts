@@ -23,3 +23,14 @@ test('a helper process that exits: commands sent to it fail', async (t) => {
   const ch = new LineChannel(child.stdout!, child.stdin!);
   await t.throwsAsync(ch.send('hello'), { message: /the helper's channel failed/ });
 });
+
+test('lines a helper announces unasked go to the notice handler, not to the command waiting', async (t) => {
+  const script = 'read cmd; echo "@encoded pages-1.img.pmdelta"; echo "answer to $cmd"; echo "@encoded pages-2.img.pmdelta"; read rest';
+  const child = spawn('/bin/sh', ['-c', script], { stdio: ['pipe', 'pipe', 'ignore'] });
+  t.teardown(() => child.kill());
+  const notices: string[] = [];
+  const ch = new LineChannel(child.stdout!, child.stdin!, (n) => notices.push(n));
+  t.is(await ch.send('hello'), 'answer to hello');
+  for (let i = 0; i < 100 && notices.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  t.deepEqual(notices, ['encoded pages-1.img.pmdelta', 'encoded pages-2.img.pmdelta']);
+});

@@ -1,15 +1,26 @@
 /** Image streaming over TLS-PSK on loopback: contents arrive intact; a wrong key or bad name is refused. */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { newTransferKey, sendDirectory, startReceiver } from '../../criu-shim/transfer/index.js';
+import { newTransferKey, openImageStream, sendDirectory, startReceiver } from '../../criu-shim/transfer/index.js';
 
 async function tmp(): Promise<string> {
   return mkdtemp(path.join(tmpdir(), 'pm-transfer-'));
 }
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** A source directory, a receiver's directory (removed after the test) and a key. */
+async function pair(t: ExecutionContext): Promise<{ src: string; dst: string; key: Buffer }> {
+  const src = await tmp();
+  const dst = path.join(await tmp(), 'images');
+  t.teardown(async () => {
+    await rm(src, { recursive: true, force: true });
+    await rm(path.dirname(dst), { recursive: true, force: true });
+  });
+  return { src, dst, key: newTransferKey() };
+}
 
 test('a directory of images arrives byte for byte, files private to root', async (t) => {
   const src = await tmp();
@@ -65,4 +76,36 @@ test('a stream larger than the receiver allows is refused', async (t) => {
   await t.throwsAsync(sending);
   await rm(src, { recursive: true });
   await rm(path.dirname(dst), { recursive: true });
+});
+
+test('an early stream sends files as they are handed over, the rest at finish; the receiver hears of each', async (t) => {
+  const { src, dst, key } = await pair(t);
+  const heard: string[] = [];
+  const rx = await startReceiver({ host: '127.0.0.1', dir: dst, key, maxBytes: 64 << 20, onFile: (n) => heard.push(n) });
+  const early = randomBytes(2 * 1024 * 1024 + 3);
+  await writeFile(path.join(src, 'pages-1.img.pmdelta'), early);
+  const stream = await openImageStream({ host: rx.host, port: rx.port, key, dir: src });
+  stream.send('pages-1.img.pmdelta');
+  stream.send('pages-1.img.pmdelta'); // once per name
+  // It arrives whole (and is announced) while the sender has not finished: the other files do not exist yet.
+  for (let i = 0; i < 200 && !heard.includes('pages-1.img.pmdelta'); i++) await new Promise((r) => setTimeout(r, 10));
+  t.deepEqual(heard, ['pages-1.img.pmdelta']);
+  t.is(sha(await readFile(path.join(dst, 'pages-1.img.pmdelta'))), sha(early));
+  await writeFile(path.join(src, 'core-1.img'), 'core');
+  await writeFile(path.join(src, 'pages-2.img.pmdelta'), randomBytes(5000));
+  const sent = await stream.finish();
+  const got = await rx.done;
+  t.is(sent.files, 3);
+  t.is(got.files, 3);
+  t.is(got.bytes, sent.bytes);
+  t.deepEqual(heard.slice().sort(), ['core-1.img', 'pages-1.img.pmdelta', 'pages-2.img.pmdelta']);
+  t.deepEqual((await readdir(dst)).sort(), ['core-1.img', 'pages-1.img.pmdelta', 'pages-2.img.pmdelta']);
+});
+
+test('an early stream given up breaks at the receiver: it keeps nothing confirmed', async (t) => {
+  const { src, dst, key } = await pair(t);
+  const rx = await startReceiver({ host: '127.0.0.1', dir: dst, key, maxBytes: 1 << 20 });
+  const stream = await openImageStream({ host: rx.host, port: rx.port, key, dir: src });
+  stream.abort();
+  await t.throwsAsync(rx.done);
 });
