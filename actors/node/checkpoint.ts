@@ -26,10 +26,13 @@ export type WhileFrozen = () => Promise<Partial<FreezeReply>>;
 /** Written by a tracked freeze into the images: the pages written since the last pre-copy round. */
 export const FINAL_PAGES_FILE = 'pages.pmfinal';
 
-/** Bytes of a checkpoint's files but its pages' deltas (`*.pmdelta`, counted as the pages they encode). */
+/**
+ * Bytes of a checkpoint's files but its pages' deltas (`*.pmdelta`, counted as the pages they encode); the
+ * images the deltas replaced wait in a folder (`.encoded`), not counted, not sent.
+ */
 async function dirBytes(dir: string): Promise<number> {
   let total = 0;
-  for (const f of await readdir(dir)) if (!f.endsWith('.pmdelta')) total += (await stat(path.join(dir, f))).size;
+  for (const f of await readdir(dir, { withFileTypes: true })) if (f.isFile() && !f.name.endsWith('.pmdelta')) total += (await stat(path.join(dir, f.name))).size;
   return total;
 }
 

@@ -13,7 +13,7 @@
 //       anonymous memory that is not both clean (CLEAN: not written since the last round) and read by a round
 //       (READ, every round's ranges), i.e. what the destination cannot take from the rounds.
 //   pm-pages encode --dir IMAGES --state FILE [--watch]
-//       For each CRIU pages-*.img in IMAGES: replaces it by pages-*.img.pmdelta, a stream of
+//       For each CRIU pages-*.img in IMAGES: replaces it by pages-*.img.pmdelta (the image goes to IMAGES/.encoded), a stream of
 //       [u8 0][u64 hash] for pages in STATE and [u8 1][u64 hash][4096 bytes] for the others. With --watch,
 //       while CRIU dumps, each as soon as it is closed (commands on stdin: see cmd_encode).
 //   pm-pages decode --dir IMAGES (--cache FILE... | --serve)
@@ -347,34 +347,65 @@ static int is_pages_img(const char *name)
 	return !strncmp(name, "pages-", 6) && n > 10 && !strcmp(name + n - 4, ".img");
 }
 
-/* One pages-*.img of DIR replaced by its delta (see `encode`); a file already encoded is skipped (returns 0). */
+/*
+ * A whole file mapped read-only: NULL when empty; with `missing_ok`, NULL and *len == SIZE_MAX when there is
+ * no such file.
+ */
+static const unsigned char *map_file(const char *file, size_t *len, int missing_ok)
+{
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT && missing_ok) {
+		*len = SIZE_MAX;
+		return NULL;
+	}
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st))
+		die(file);
+	*len = (size_t)st.st_size;
+	const unsigned char *map = *len ? mmap(NULL, *len, PROT_READ, MAP_SHARED, fd, 0) : NULL;
+	close(fd);
+	if (*len && map == MAP_FAILED)
+		die(file);
+	return map;
+}
+
+/* Where encoded images go, inside DIR: freeing their memory is left for after the freeze (the folder goes with DIR). */
+#define ENCODED_DIR ".encoded"
+
+/*
+ * One pages-*.img of DIR replaced by its delta (see `encode`), read through a mapping; the image itself is
+ * moved into DIR/.encoded. A file already encoded is skipped (returns 0).
+ */
 static int encode_file(const struct set *sent, const char *dir, const char *name, unsigned long *pages, unsigned long *refs)
 {
-	static unsigned char page[PAGE];
-	static char ibuf[1 << 20], obuf[1 << 20];
-	char in[4096], out[4200];
+	static char obuf[1 << 20];
+	char in[4096], out[4200], done[4200];
 	snprintf(in, sizeof(in), "%s/%s", dir, name);
 	snprintf(out, sizeof(out), "%s.pmdelta", in);
-	FILE *fi = fopen(in, "r");
-	if (!fi && errno == ENOENT)
+	snprintf(done, sizeof(done), "%s/" ENCODED_DIR "/%s", dir, name);
+	size_t len;
+	const unsigned char *img = map_file(in, &len, 1);
+	if (len == SIZE_MAX)
 		return 0;
 	FILE *fo = fopen(out, "w");
-	if (!fi || !fo)
-		die(in);
-	setvbuf(fi, ibuf, _IOFBF, sizeof(ibuf));
+	if (!fo)
+		die(out);
 	setvbuf(fo, obuf, _IOFBF, sizeof(obuf));
-	while (fread(page, PAGE, 1, fi) == 1) {
+	for (size_t at = 0; at + PAGE <= len; at += PAGE) {
+		const unsigned char *page = img + at;
 		uint64_t h = hash_page(page);
-		unsigned char known = set_has(sent, h, NULL) ? 0 : 1;
-		write_all(fo, &known, 1, out);
+		unsigned char literal = set_has(sent, h, NULL) ? 0 : 1;
+		write_all(fo, &literal, 1, out);
 		write_all(fo, &h, sizeof(h), out);
-		if (known)
+		if (literal)
 			write_all(fo, page, PAGE, out);
 		else
 			(*refs)++;
 		(*pages)++;
 	}
-	if (fclose(fi) || fclose(fo) || unlink(in))
+	if (len)
+		munmap((void *)img, len);
+	if (fclose(fo) || rename(in, done))
 		die(out);
 	return 1;
 }
@@ -395,6 +426,10 @@ static int cmd_encode(const char *dir, const char *state, int watch)
 		if (in < 0 || inotify_add_watch(in, dir, IN_CLOSE_WRITE) < 0)
 			die("inotify");
 	}
+	char encoded[4200];
+	snprintf(encoded, sizeof(encoded), "%s/" ENCODED_DIR, dir);
+	if (mkdir(encoded, 0700) && errno != EEXIST)
+		die(encoded);
 	struct set sent;
 	set_load(&sent, state);
 	unsigned long pages = 0, refs = 0;
@@ -478,21 +513,6 @@ static void decoder_init(struct decoder *d, const char *dir)
 	set_init_or_die(&d->index, 1 << 16);
 }
 
-/* A whole file mapped read-only (NULL when empty). */
-static const unsigned char *map_file(const char *file, size_t *len)
-{
-	int fd = open(file, O_RDONLY | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st))
-		die(file);
-	*len = (size_t)st.st_size;
-	const unsigned char *map = *len ? mmap(NULL, *len, PROT_READ, MAP_SHARED, fd, 0) : NULL;
-	close(fd);
-	if (*len && map == MAP_FAILED)
-		die(file);
-	return map;
-}
-
 /* Maps a cache file (records [u64 hash][4096 bytes]) and indexes every page of it; returns its pages. */
 static unsigned long decoder_add(struct decoder *d, const char *file)
 {
@@ -503,7 +523,7 @@ static unsigned long decoder_add(struct decoder *d, const char *file)
 			die("out of memory");
 	}
 	size_t len;
-	const unsigned char *map = map_file(file, &len);
+	const unsigned char *map = map_file(file, &len, 0);
 	uint64_t i = (uint64_t)d->ncaches;
 	d->maps[d->ncaches++] = map;
 	unsigned long n = 0;
@@ -552,7 +572,7 @@ static void decode_file(struct decoder *d, const char *name, unsigned long *page
 	snprintf(in, sizeof(in), "%s/%s", d->dir, name);
 	snprintf(out, sizeof(out), "%s/%.*s", d->dir, (int)(n - 8), name);
 	size_t len;
-	const unsigned char *delta = map_file(in, &len);
+	const unsigned char *delta = map_file(in, &len, 0);
 	int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fo < 0)
 		die(out);

@@ -47,12 +47,14 @@ async function startProtected(t: ExecutionContext, file: string): Promise<number
 /** node-runtime/native/pagehash.h's hash_page, for a state file written by hand. */
 function hashPage(page: Buffer): bigint {
   const M = (1n << 64n) - 1n;
-  let h = 0x9e3779b97f4a7c15n;
-  for (let i = 0; i < PAGE; i += 8) {
-    let k = (page.readBigUInt64LE(i) * 0xbf58476d1ce4e5b9n) & M;
+  const mix = (h: bigint, w: bigint) => {
+    let k = (w * 0xbf58476d1ce4e5b9n) & M;
     k ^= k >> 31n;
-    h = ((h ^ k) * 0x94d049bb133111ebn) & M;
-  }
+    return ((h ^ k) * 0x94d049bb133111ebn) & M;
+  };
+  const lanes = [0n, 1n, 2n, 3n].map((i) => 0x9e3779b97f4a7c15n + i);
+  for (let i = 0; i < PAGE; i += 8) lanes[(i / 8) % 4] = mix(lanes[(i / 8) % 4]!, page.readBigUInt64LE(i));
+  let h = mix(mix(mix(lanes[0]!, lanes[1]!), lanes[2]!), lanes[3]!);
   h ^= h >> 29n;
   return h === 0n ? 1n : h;
 }
@@ -109,7 +111,9 @@ test('the encoder encodes each pages image as soon as it is closed, the rest at 
   t.is((await readFile(path.join(images, 'pages-2.img.pmdelta'))).length, 3 * 9 + PAGE, 'whole when announced');
   const r = await enc.finish();
   t.deepEqual({ pages: r.pages, referenced: r.referenced, literal: r.literal }, { pages: 5, referenced: 3, literal: 2 });
-  t.deepEqual((await readdir(images)).sort(), ['inventory.img', 'pages-1.img.pmdelta', 'pages-2.img.pmdelta']);
+  t.deepEqual((await readdir(images)).sort(), ['.encoded', 'inventory.img', 'pages-1.img.pmdelta', 'pages-2.img.pmdelta']);
+  // The images themselves wait in .encoded (their memory is freed after the freeze, with the folder).
+  t.deepEqual((await readdir(path.join(images, '.encoded'))).sort(), ['pages-1.img', 'pages-2.img']);
   // pages-2: ref K, ref K, literal m = 9 + 9 + 9 + 4096 bytes.
   t.is((await readFile(path.join(images, 'pages-2.img.pmdelta'))).length, 3 * 9 + PAGE);
 
