@@ -18,6 +18,7 @@ import { NATIVE_DIR, criuBinary, imagesDir } from '../../node-runtime/constants.
 import { decodeImages, precopyRound, startDecoder } from '../../node-runtime/pages.js';
 import { WriteTracker } from '../../node-runtime/wptrack.js';
 import type { NodeContext } from './context.js';
+import { collectGarbage } from '../../common/gc.js';
 import { FINAL_PAGES_FILE } from './checkpoint.js';
 import type { NodeMigration } from './state.js';
 import { readPodRecord } from '../../node-runtime/records.js';
@@ -170,6 +171,8 @@ export async function precopyCommit(ctx: NodeContext, m: NodeMigration, req: Rou
     void m.pageStore.add('map', path.join(dir, MAP_FILE)).catch(() => {});
     m.storeRound = req.round;
   }
+  // The freeze may come next, and this agent receives and rebuilds in it: collect now, outside it.
+  collectGarbage();
   return { done: true, note: `${got.bytes} bytes` };
 }
 

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { killPodProcesses, removePodNetwork } from '../../node-runtime/pods.js';
 import { readPodRecord, removePodRecord, type PodRecord } from '../../node-runtime/records.js';
 import type { NodeContext } from './context.js';
+import { collectGarbage } from '../../common/gc.js';
 import { sleep } from '../../common/clock.js';
 import type { HoldCounters } from './hold.js';
 import { flowsToCarry, forgetFlows } from './relay.js';
@@ -63,6 +64,8 @@ export async function estimatePod(ctx: NodeContext, req: EstimateRequest): Promi
 
 export async function armHold(ctx: NodeContext, req: MigStep): Promise<ArmReply> {
   const rec = await sourcePod(ctx, req.pod);
+  // The freeze comes next: a collection V8 would start during the dump is done now, outside it.
+  collectGarbage();
   const pin = holdPinDir(ctx.cluster, ctx.node.name, rec.name);
   // Armed, not yet closing: the hold tracks every flow from now on, and the freeze closes the peers'
   // window at CRIU's pre-dump, so clients stall for the freeze only, not for CRIU's start-up.
