@@ -11,7 +11,7 @@ import type { FreezeReply, MigStep, PrepareRequest, VolumeSyncReply, VolumeSyncR
 import { nodeVolumeDir, podVolumePath } from '../../node-runtime/constants.js';
 import type { PodRecord } from '../../node-runtime/records.js';
 import { copyDir, placeCopy, removeNodeCopy, type PodVolume } from '../../node-runtime/volumes.js';
-import { sendRound, startVolumeReceiver, type RoundStats, type SendState } from '../storage/sync.js';
+import { SendState, sendRound, startVolumeReceiver, type RoundStats } from '../storage/sync.js';
 import type { NodeContext } from './context.js';
 import type { NodeMigration } from './state.js';
 import { sourcePod } from './source.js';
@@ -67,7 +67,7 @@ export async function volumeRound(ctx: NodeContext, id: string, rec: PodRecord, 
     const port = target.volumes?.find((x) => x.name === v.name)?.port;
     if (port === undefined) throw new NodeOperationError(`the destination has no receiver for volume ${v.name}`);
     let state = sent.get(sentKey(id, v.name));
-    if (!state) sent.set(sentKey(id, v.name), (state = new Map()));
+    if (!state) sent.set(sentKey(id, v.name), (state = new SendState()));
     return sendRound({ host: target.host, port, key: Buffer.from(target.key), root: await copyDir(ctx.cluster, ctx.node.name, rec.name, v), state });
   }));
   const sum = (f: (s: RoundStats) => number) => stats.reduce((a, s) => a + f(s), 0);

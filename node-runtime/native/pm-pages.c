@@ -19,6 +19,9 @@
 //   pm-pages decode --dir IMAGES (--cache FILE... | --serve)
 //       Rebuilds every pages-*.img from its .pmdelta and the records of the cache files (round outputs);
 //       with --serve, caches and deltas one at a time as they arrive (commands on stdin: see cmd_decode_serve).
+//   pm-pages blocks --block N
+//       A keyed hash of every N-byte block of each file named on stdin (see cmd_blocks): what a volume's
+//       rounds compare to find the blocks that changed.
 // Each prints one JSON line; errors are one line on stderr, exit 1 (2 for usage).
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -817,6 +820,92 @@ static int cmd_final(int pid, const char *readfile, const char *cleanfile, const
 	return 0;
 }
 
+/* ---- blocks (a volume's files, compared block by block from round to round) ---- */
+
+/* A keyed hash of up to one block (the four lanes of hash_page, seeded by KEY), its length mixed in. */
+static uint64_t hash_block(const unsigned char *p, size_t len, const uint64_t key[4])
+{
+	uint64_t a = key[0], b = key[1], c = key[2], d = key[3], w[4];
+	size_t i = 0;
+	for (; i + sizeof(w) <= len; i += sizeof(w)) {
+		memcpy(w, p + i, sizeof(w));
+		a = pagehash_mix(a, w[0]), b = pagehash_mix(b, w[1]), c = pagehash_mix(c, w[2]), d = pagehash_mix(d, w[3]);
+	}
+	if (i < len) {
+		memset(w, 0, sizeof(w));
+		memcpy(w, p + i, len - i);
+		a = pagehash_mix(a, w[0]), b = pagehash_mix(b, w[1]), c = pagehash_mix(c, w[2]), d = pagehash_mix(d, w[3]);
+	}
+	uint64_t h = pagehash_mix(pagehash_mix(pagehash_mix(pagehash_mix(a, b), c), d), (uint64_t)len);
+	return h ^ (h >> 29);
+}
+
+/*
+ * blocks --block N: stdin is 64 hex digits (a 32-byte key, then a newline) and NUL-terminated paths. For
+ * each path, in order, one line on stdout: `SIZE HASH...` (16 hex digits per block of N bytes, the last
+ * one short), or `-` when the file is gone. Keyed, so that a pod cannot make a changed block hash like the
+ * one it replaces without knowing the key (it never leaves the agent).
+ */
+static int cmd_blocks(size_t block)
+{
+	if (block == 0 || block > (16 << 20))
+		return fprintf(stderr, "pm-pages blocks: bad block size\n"), 2;
+	char hex[80];
+	uint64_t key[4];
+	if (!fgets(hex, sizeof(hex), stdin) || strlen(hex) < 64)
+		return fprintf(stderr, "pm-pages blocks: no key\n"), 2;
+	for (int i = 0; i < 4; i++) {
+		char part[17];
+		memcpy(part, hex + 16 * i, 16);
+		part[16] = 0;
+		key[i] = strtoull(part, NULL, 16);
+	}
+	unsigned char *buf = malloc(block);
+	static char obuf[1 << 20];
+	setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	if (!buf)
+		die("out of memory");
+	while ((n = getdelim(&line, &cap, 0, stdin)) > 0) {
+		if (line[n - 1] != 0)
+			return fprintf(stderr, "pm-pages blocks: a path without its NUL\n"), 2;
+		int fd = open(line, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 && errno == ENOENT) {
+			printf("-\n");
+			continue;
+		}
+		if (fd < 0 || fstat(fd, &st))
+			die(line);
+		printf("%lld ", (long long)st.st_size);
+		for (;;) {
+			size_t got = 0;
+			while (got < block) {
+				ssize_t r = read(fd, buf + got, block - got);
+				if (r < 0 && errno == EINTR)
+					continue;
+				if (r < 0)
+					die(line);
+				if (r == 0)
+					break;
+				got += (size_t)r;
+			}
+			if (got == 0)
+				break;
+			printf("%016llx", (unsigned long long)hash_block(buf, got, key));
+			if (got < block)
+				break;
+		}
+		printf("\n");
+		close(fd);
+	}
+	free(line);
+	free(buf);
+	return fflush(stdout) ? 1 : 0;
+}
+
 static const char *opt(int argc, char **argv, const char *name)
 {
 	for (int i = 2; i + 1 < argc; i++)
@@ -849,7 +938,9 @@ int main(int argc, char **argv)
 		return cmd_decode_serve(opt(argc, argv, "--dir"));
 	if (!strcmp(cmd, "decode") && opt(argc, argv, "--dir") && argc >= 6 && !strcmp(argv[4], "--cache"))
 		return cmd_decode(opt(argc, argv, "--dir"), argv + 5, argc - 5);
+	if (!strcmp(cmd, "blocks") && opt(argc, argv, "--block"))
+		return cmd_blocks((size_t)strtoull(opt(argc, argv, "--block"), NULL, 10));
 	fprintf(stderr, "usage: pm-pages round --pid PID --state F --out F [--map F --read F [--only F]] | final --pid PID --read F --clean F --out F --round N |"
-			" encode --dir D --state F [--watch] | decode --dir D (--cache F... | --serve)\n");
+			" encode --dir D --state F [--watch] | decode --dir D (--cache F... | --serve) | blocks --block N\n");
 	return 2;
 }

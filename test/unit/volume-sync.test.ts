@@ -6,7 +6,7 @@ import test from 'ava';
 import { chmod, mkdtemp, mkdir, open, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { mayHaveChanged, safeRelative, sendRound, startVolumeReceiver, treeDigest, type SendState } from '../../actors/storage/sync.js';
+import { mayHaveChanged, safeRelative, SendState, sendRound, startVolumeReceiver, treeDigest } from '../../actors/storage/sync.js';
 import { newTransferKey } from '../../criu-shim/transfer/index.js';
 
 test('rounds copy a tree, then only what changed, and the trees end identical', async (t) => {
@@ -93,7 +93,7 @@ test('a file the receiver already holds travels as the blocks that changed', asy
   const key = newTransferKey();
   const rx = await startVolumeReceiver({ host: '127.0.0.1', root: path.join(base, 'dst'), key });
   t.teardown(() => rx.close());
-  const state: SendState = new Map();
+  const state = new SendState();
   const send = () => sendRound({ host: rx.host, port: rx.port, key, root: src, state });
   t.is((await send()).bytes, 16 << 20);
   // Two writes in the middle of the file, one of them across a block boundary, and the file grows a little.
@@ -110,4 +110,25 @@ test('a file the receiver already holds travels as the blocks that changed', asy
   await utimes(seg, new Date(), new Date());
   t.is((await sendRound({ host: rx.host, port: rx.port, key, root: src })).bytes, (16 << 20) + 10);
   t.is(await treeDigest(path.join(base, 'dst')), await treeDigest(src));
+});
+
+test('blocks are compared by a hash keyed per sender: the same content hashes apart under two keys', async (t) => {
+  const base = await mkdtemp(path.join(tmpdir(), 'pm-volsync-'));
+  t.teardown(() => rm(base, { recursive: true, force: true }));
+  const src = path.join(base, 'src');
+  await mkdir(src);
+  await writeFile(path.join(src, 'f'), Buffer.alloc((1 << 20) + 5, 3));
+  const key = newTransferKey();
+  const sums: string[][] = [];
+  for (const dst of ['a', 'b']) {
+    const rx = await startVolumeReceiver({ host: '127.0.0.1', root: path.join(base, dst), key });
+    t.teardown(() => rx.close());
+    const state = new SendState();
+    await sendRound({ host: rx.host, port: rx.port, key, root: src, state });
+    sums.push(state.files.get('f')!.sums);
+  }
+  t.is(sums[0]!.length, 17, 'sixteen 64 KiB blocks and a short one');
+  t.true(sums[0]!.every((s) => /^[0-9a-f]{16}$/.test(s)));
+  t.is(new Set(sums[0]!.slice(0, 16)).size, 1, 'equal blocks hash alike under one key');
+  t.not(sums[0]![0], sums[1]![0], 'and apart under another');
 });
