@@ -8,13 +8,14 @@ import { request } from '../../bus/rpc.js';
 import { Subjects } from '../../bus/subjects.js';
 import { InvalidRequestError, NodeOperationError, PodMotionError, PreconditionError } from '../../bus/errors.js';
 import { sleep } from '../../common/clock.js';
-import type { CtEntry, FreezeReply, InventoryReply, PrepareReply, RoundReply, SocketSeq, VolumeSyncReply } from '../../bus/node-migration.js';
+import type { CtEntry, FreezeReply, InventoryReply, PrepareReply, RoundReply, SocketSeq } from '../../bus/node-migration.js';
 import type { NodeRegistration } from '../../bus/messages.js';
 import type { ProgressEvent } from '../../bus/api.js';
 import { phaseTimeoutMs, type MigrationStatus, type WorkPhase } from '../../machines/index.js';
 import { migCodecs as c } from './codecs.js';
 import type { Clock } from '../../common/clock.js';
 import { planVolumes } from '../storage/index.js';
+import { startVolumeRounds, type VolumeRounds } from '../storage/rounds.js';
 
 /** What effects need from the coordinator. */
 export interface EffectDeps {
@@ -33,8 +34,8 @@ export interface EffectDeps {
   sockets: Map<string, { before: SocketSeq[]; after: SocketSeq[]; conntrack?: CtEntry[] }>;
   /** A node missed a route change (see routes.ts). */
   routesOwed?: (node: string, podIp: string) => void;
-  /** Volumes' bulk rounds, started when the destination is ready and awaited before the freeze. */
-  volumeSyncs?: Map<string, Promise<VolumeSyncReply>>;
+  /** Volumes' rounds (bulk, then catch-up), started when the destination is ready and stopped at the freeze. */
+  volumeSyncs?: Map<string, VolumeRounds>;
 }
 
 export type Json = Record<string, unknown>;
@@ -223,12 +224,12 @@ export function createEffects(deps: EffectDeps) {
         { id: s.spec.id, pod: s.spec.pod, ip: inv.ip, mac: inv.mac, sourceNode: s.spec.sourceNode, lazy: s.spec.strategy === 'PostCopy' || s.spec.allowPostCopy === true,
           ...(inv.volumes?.length ? { volumes: inv.volumes } : {}) }, s, 'DestinationPrewarm');
       deps.secrets.set(s.spec.id, reply);
-      // The storage-tier actor copies `local` volumes while memory is pre-copied: the bulk round starts now
-      // and the freeze waits for it (then carries only what changed since).
-      if (reply.volumes?.length) {
-        const bulk = ask(s.spec.sourceNode, 'vol.sync', c.volSync, c.volSyncReply, { id: s.spec.id, pod: s.spec.pod, target: reply }, s, 'DestinationPrewarm');
-        bulk.catch(() => {});
-        deps.volumeSyncs?.set(s.spec.id, bulk);
+      // The storage-tier actor copies `local` volumes while memory is pre-copied: the bulk round starts now,
+      // catch-up rounds follow until the freeze stops them (which then carries only the last one's changes).
+      if (reply.volumes?.length && deps.volumeSyncs) {
+        deps.volumeSyncs.get(s.spec.id)?.cancel();
+        deps.volumeSyncs.set(s.spec.id, startVolumeRounds(
+          () => ask(s.spec.sourceNode, 'vol.sync', c.volSync, c.volSyncReply, { id: s.spec.id, pod: s.spec.pod, target: reply }, s, 'PreCopyMemory'), deps.clock));
       }
       return { receiver: `${reply.host}:${reply.port}`, ...(reply.volumes?.length ? { volumes: reply.volumes.length } : {}) };
     }),
@@ -270,22 +271,30 @@ export function createEffects(deps: EffectDeps) {
         memoryBytes: rounds[0]!.pages * 4096, lastRoundBytes: rounds.at(-1)!.bytes };
     }),
 
-    armHold: effect(async (s) => ({ ...(await ask(s.spec.sourceNode, 'mig.arm', c.step, c.arm, step(s), s, 'ZeroWindowArm')) })),
+    armHold: effect(async (s) => {
+      // The freeze comes next: no volume round starts any more (FinalFreeze waits for the one in flight).
+      deps.volumeSyncs?.get(s.spec.id)?.cancel();
+      return { ...(await ask(s.spec.sourceNode, 'mig.arm', c.step, c.arm, step(s), s, 'ZeroWindowArm')) };
+    }),
 
     freezeAndCapture: effect(async (s) => {
       const target = deps.secrets.get(s.spec.id);
       if (!target) throw new PreconditionError('the destination image receiver is unknown (coordinator restarted?)');
-      // Volumes: the bulk round must be over before the last one (with the pod frozen) can start.
-      const bulk = target.volumes?.length
-        ? await (deps.volumeSyncs?.get(s.spec.id) ?? ask(s.spec.sourceNode, 'vol.sync', c.volSync, c.volSyncReply, { id: s.spec.id, pod: s.spec.pod, target }, s, 'FinalFreeze'))
+      // Volumes: the rounds before must be over before the last one (with the pod frozen) can start.
+      const rounds = deps.volumeSyncs?.get(s.spec.id);
+      const synced = target.volumes?.length
+        ? await (rounds?.stop() ?? ask(s.spec.sourceNode, 'vol.sync', c.volSync, c.volSyncReply, { id: s.spec.id, pod: s.spec.pod, target }, s, 'FinalFreeze')
+          .then((bulk) => ({ bulk, rounds: 1, last: bulk })))
         : undefined;
       deps.volumeSyncs?.delete(s.spec.id);
+      const bulk = synced?.bulk;
       const r = await ask(s.spec.sourceNode, 'mig.freeze', c.freeze, c.freezeReply,
         { ...step(s), networkContinuity: s.spec.networkContinuity, target, lazy: postCopied(s),
           ...(s.spec.bandwidthMbps !== undefined ? { bandwidthMbps: s.spec.bandwidthMbps } : {}) }, s, 'FinalFreeze');
       const { sockets, conntrack, ...rest } = r;
       deps.sockets.set(s.spec.id, { before: sockets, after: [], ...(conntrack ? { conntrack } : {}) });
-      return { ...rest, connections: sockets.length, conntrackEntries: conntrack?.length ?? 0, ...(bulk ? { volumeBulkFiles: bulk.files, volumeBulkBytes: bulk.bytes, volumeBulkMs: bulk.ms } : {}) };
+      return { ...rest, connections: sockets.length, conntrackEntries: conntrack?.length ?? 0, ...(bulk ? { volumeBulkFiles: bulk.files, volumeBulkBytes: bulk.bytes, volumeBulkMs: bulk.ms } : {}),
+        ...(synced && synced.rounds > 1 ? { volumeCatchUpRounds: synced.rounds - 1, volumeLastCatchUpBytes: synced.last.bytes } : {}) };
     }),
 
     handoffOverlay: effect(async (s, signal) => {
@@ -387,6 +396,9 @@ export function createEffects(deps: EffectDeps) {
     }),
 
     rollback: effect(async (s, signal) => {
+      // No more volume rounds toward a destination that is being given up.
+      deps.volumeSyncs?.get(s.spec.id)?.cancel();
+      deps.volumeSyncs?.delete(s.spec.id);
       // The machine gave up on this rollback (its phase timed out): nothing destructive may follow.
       const stillOn = () => {
         if (signal?.aborted) throw new PreconditionError('rollback abandoned: its phase ended');
