@@ -5,7 +5,7 @@
  */
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { criuDump, criuRestore } from '../../criu-shim/rpc/index.js';
+import { criuDump, criuRestore, prepareRestore, type PreparedRestore } from '../../criu-shim/rpc/index.js';
 import { openImageStream, type ImageStream } from '../../criu-shim/transfer/index.js';
 import type { FreezeReply, PrepareReply, SocketSeq } from '../../bus/node-migration.js';
 import { NodeOperationError } from '../../bus/errors.js';
@@ -242,7 +242,19 @@ export interface Restored {
  * At network-unlock the sockets are restored and still in repair mode: their sequence state is read, then
  * the hold opens, just before the restorer turns repair off and its window probe goes out.
  */
-export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: string; dir: string; networkContinuity: boolean; lazyPages?: boolean }): Promise<Restored> {
+/** The files a restore into `netns` hands CRIU: the namespace, as `extnet`. */
+const restoreFiles = (netns: string) => [{ key: 'extnet', path: `/run/netns/${netns}` }];
+
+/** CRIU started and waiting to restore into `netns` (its namespace exists): restoreInto takes it. */
+export function prepareRestoreInto(netns: string): PreparedRestore {
+  return prepareRestore({ criuPath: criuBinary(), inherit: restoreFiles(netns) });
+}
+
+export async function restoreInto(ctx: NodeContext, o: {
+  netns: string; pin: string; dir: string; networkContinuity: boolean; lazyPages?: boolean;
+  /** CRIU already started for it (prepareRestoreInto): the spawns are not waited for inside the freeze. */
+  prepared?: PreparedRestore;
+}): Promise<Restored> {
   const t0 = ctx.clock.nowMs();
   const marks: string[] = [];
   let rootPid = 0;
@@ -250,7 +262,7 @@ export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: str
   let resumedAtMs = 0;
   const r = await criuRestore({
     criuPath: criuBinary(), imagesDir: o.dir, tcpEstablished: true, shellJob: true, tcpClose: !o.networkContinuity,
-    networkLock: 'SKIP', logLevel: 2, configFile: await criuConfigFile(), inherit: [{ key: 'extnet', path: `/run/netns/${o.netns}` }],
+    networkLock: 'SKIP', logLevel: 2, configFile: await criuConfigFile(), inherit: restoreFiles(o.netns),
     ...(o.lazyPages ? { lazyPages: true } : {}),
   }, {
     onNotify: async (n) => {
@@ -266,8 +278,8 @@ export async function restoreInto(ctx: NodeContext, o: { netns: string; pin: str
       }
       if (n.script === 'post-resume') resumedAtMs = ctx.clock.nowMs();
     },
-  });
+  }, o.prepared);
   await ctx.hold.setModes(o.pin, []);
-  ctx.log.info({ marks }, 'restore timeline (ms since start)');
+  ctx.log.info({ marks, ...(o.prepared ? { criuStartedAhead: o.prepared.taken } : {}) }, 'restore timeline (ms since start)');
   return { pid: r.pid, resumedAtMs: resumedAtMs || ctx.clock.nowMs(), restoreMs: ctx.clock.nowMs() - t0, sockets };
 }

@@ -18,7 +18,7 @@ import { preparePodNetwork, removePodNetwork } from '../../node-runtime/pods.js'
 import { podHostIface, podMac } from '../../node-runtime/plan.js';
 import { pidsInNetns, netnsInode, refOf } from '../../node-runtime/procs.js';
 import { listPodRecords, readPodRecord, removePodRecord, writePodRecord } from '../../node-runtime/records.js';
-import { restoreInto } from './checkpoint.js';
+import { prepareRestoreInto, restoreInto } from './checkpoint.js';
 import { detachQuietly, holdBaselines } from './source.js';
 import { decodeIfPrecopied, removePrecopy, startStoreDaemon } from './precopy.js';
 import type { NodeContext } from './context.js';
@@ -41,6 +41,9 @@ export async function preparePod(ctx: NodeContext, m: NodeMigration, req: Prepar
   await forgetFlows(ctx, req.ip);
   // Nothing may reach the empty namespace before its sockets are restored: it would answer with RST.
   await ctx.hold.attach({ nodeNetns: ctx.node.netns, dev: net.hostIface, podIp: req.ip, pin: holdPinDir(ctx.cluster, ctx.node.name, req.pod), modes: ['drop-in'] });
+  // CRIU for the restore starts now and waits: its spawns are not in the freeze.
+  m.preparedRestore?.discard();
+  m.preparedRestore = prepareRestoreInto(netns);
   const key = newTransferKey();
   const dir = imagesDir(ctx.cluster, req.id, 'destination');
   await rm(dir, { recursive: true, force: true });
@@ -101,7 +104,7 @@ export async function restorePod(ctx: NodeContext, m: NodeMigration, req: Restor
   m.restoreStarted = true;
   let r;
   try {
-    r = await restoreInto(ctx, { netns, pin, dir, networkContinuity: req.networkContinuity, lazyPages: m.lazyDaemon !== undefined });
+    r = await restoreInto(ctx, { netns, pin, dir, networkContinuity: req.networkContinuity, lazyPages: m.lazyDaemon !== undefined, ...(m.preparedRestore ? { prepared: m.preparedRestore } : {}) });
   } catch (e) {
     m.lazyDaemon?.kill();
     throw e;
@@ -210,6 +213,7 @@ export async function cutoverDestination(ctx: NodeContext, m: NodeMigration, req
   m.pageSink?.close();
   m.pageStore?.kill();
   m.decoder?.kill();
+  m.preparedRestore?.discard();
   for (const rx of m.volumeReceivers.values()) rx.close();
   await rm(imagesDir(ctx.cluster, req.id, 'destination'), { recursive: true, force: true });
   await rm(imagesDir(ctx.cluster, req.id, 'lazy'), { recursive: true, force: true });
@@ -223,6 +227,7 @@ export async function rollbackDestination(ctx: NodeContext, m: NodeMigration | u
   void m?.lazyDaemonStart?.then((d) => d?.kill(), () => {});
   m?.pageStore?.kill();
   m?.decoder?.kill();
+  m?.preparedRestore?.discard();
   m?.pageSink?.close();
   for (const rx of m?.rounds.values() ?? []) rx.close();
   // Images and page caches hold the pod's memory: they go first, whatever else fails below.

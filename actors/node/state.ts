@@ -7,6 +7,7 @@ import type { VolumeReceiver } from '../storage/sync.js';
 import type { LazyDaemon, PageSink, PageStore } from '../../criu-shim/transfer/lazy.js';
 import type { LazySession } from './checkpoint.js';
 import type { ImageDecoder } from '../../node-runtime/pages.js';
+import type { PreparedRestore } from '../../criu-shim/rpc/index.js';
 import { PreconditionError } from '../../bus/errors.js';
 import type { FreezeReply, PrepareReply, RestoreReply } from '../../bus/node-migration.js';
 
@@ -38,6 +39,8 @@ export interface NodeMigration {
   lazyDaemonStart?: Promise<LazyDaemon | undefined>;
   /** Pages images rebuilt from the pre-copy caches, each as soon as it is in; settled once all are. */
   decoding?: Promise<{ fromCache: number; ms: number; lastMs?: number }>;
+  /** Destination: CRIU started at prepare, waiting for the restore request. */
+  preparedRestore?: PreparedRestore;
   /** Pre-copy on the destination: the rebuilder holding the rounds' caches, and the last round it indexed. */
   decoder?: ImageDecoder;
   decoderRound?: number;

@@ -214,12 +214,14 @@ async function exitedWithin(session: SwrkSession, ms: number): Promise<SwrkExit>
  * Runs one request and returns CRIU's successful response. Throws CriuError if CRIU fails, exits without
  * answering, the hook rejects, the call times out or is aborted.
  */
-export async function runRpc(call: RpcCall): Promise<CriuResp> {
+export async function runRpc(call: RpcCall, started?: SwrkSession): Promise<CriuResp> {
   if (call.hooks.signal?.aborted) {
+    started?.kill();
     throw new CriuError(`criu ${call.op}${call.subject} aborted before it started`, { cause: call.hooks.signal.reason });
   }
   const helper = call.binaries.helperPath ?? defaultHelperPath();
-  const session = startSwrk(helper, call.binaries.criuPath, call.inherit, call.env);
+  // A session started ahead (started with the same binaries and files) is used once; one that died is not.
+  const session = started && !started.ended() ? started : startSwrk(helper, call.binaries.criuPath, call.inherit, call.env);
   const partial = await new Exchange(call, session).run();
   const exit = await exitedWithin(session, CRIU_EXIT_AFTER_RESPONSE_MS);
   const outcome: Outcome = { ...partial, exit };

@@ -11,6 +11,8 @@ export {
   CRIU_QUERY_TIMEOUT_MS,
   CRIU_RESTORE_TIMEOUT_MS,
   DEFAULT_CRIU_LOG_LEVEL,
+  prepareRestore,
+  type PreparedRestore,
   type CriuDumpOptions,
   type CriuInheritFile,
   type CriuLogLevel,

@@ -2,7 +2,7 @@
 import { CriuError } from '../../bus/errors.js';
 import { logPathOf, runRpc, type CriuBinaries, type CriuHooks } from './driver.js';
 import type { CriuCgMode, CriuNetworkLock, CriuOpts, CriuVersion } from './proto.js';
-import type { InheritedFile } from './swrk.js';
+import { defaultHelperPath, startSwrk, type InheritedFile, type SwrkSession } from './swrk.js';
 
 /**
  * A dump writes every page of the pod while it is frozen; two minutes covers gigabytes to local disk, so
@@ -113,7 +113,7 @@ function commonOpts(o: ImageOptions, defaultLog: string, notify: boolean): CriuO
   };
 }
 
-function workDirInherit(o: ImageOptions): InheritedFile[] {
+function workDirInherit(o: { workDir?: string }): InheritedFile[] {
   return o.workDir === undefined ? [] : [{ path: o.workDir, fd: WORK_DIR_FD }];
 }
 
@@ -158,9 +158,11 @@ export async function criuDump(opts: CriuDumpOptions, hooks: CriuHooks = {}): Pr
  * Restores the tree saved in `opts.imagesDir`, detached: the restored root outlives CRIU and the helper.
  * Each `opts.inherit` file reaches CRIU as `inherit_fd fd[N]:key`. Throws CriuError (with logTail).
  */
-export async function criuRestore(opts: CriuRestoreOptions, hooks: CriuHooks = {}): Promise<CriuRestoreResult> {
+export async function criuRestore(opts: CriuRestoreOptions, hooks: CriuHooks = {}, prepared?: PreparedRestore): Promise<CriuRestoreResult> {
   const logFile = opts.logFile ?? 'restore.log';
   const inherited = (opts.inherit ?? []).map((f, i) => ({ ...f, fd: FIRST_INHERIT_FD + i }));
+  const files = [...workDirInherit(opts), ...inherited.map((f) => ({ path: f.path, fd: f.fd }))];
+  const started = prepared?.take(opts, files);
   const resp = await runRpc({
     op: 'restore',
     subject: ` from ${opts.imagesDir}`,
@@ -174,13 +176,56 @@ export async function criuRestore(opts: CriuRestoreOptions, hooks: CriuHooks = {
       },
     },
     binaries: opts,
-    inherit: [...workDirInherit(opts), ...inherited.map((f) => ({ path: f.path, fd: f.fd }))],
+    inherit: files,
     logPath: logPathOf(opts.imagesDir, opts.workDir, logFile),
     timeoutMs: hooks.timeoutMs ?? CRIU_RESTORE_TIMEOUT_MS,
     hooks,
-  });
+  }, started);
   if (resp.restore === undefined) throw new CriuError(`criu restore from ${opts.imagesDir} succeeded without a pid`);
   return { pid: resp.restore.pid };
+}
+
+/**
+ * CRIU started for a restore ahead of time (the helper spawned, `criu swrk` waiting for its request), so that
+ * a restore inside a freeze does not wait for the spawns (~15 ms here). Used by one criuRestore whose binaries
+ * and inherited files are the same; otherwise discarded and a fresh CRIU started as usual.
+ */
+export interface PreparedRestore {
+  /** The session, if it suits a restore with these binaries and files (and was not taken or discarded). */
+  take(binaries: CriuBinaries, files: readonly InheritedFile[]): SwrkSession | undefined;
+  /** Was it used by a restore? */
+  readonly taken: boolean;
+  /** Ends the waiting CRIU (idempotent; nothing to do once taken). */
+  discard(): void;
+}
+
+export function prepareRestore(opts: CriuBinaries & { inherit?: readonly CriuInheritFile[]; workDir?: string }): PreparedRestore {
+  const files = [...workDirInherit(opts), ...(opts.inherit ?? []).map((f, i) => ({ path: f.path, fd: FIRST_INHERIT_FD + i }))];
+  const helper = opts.helperPath ?? defaultHelperPath();
+  let session: SwrkSession | undefined = startSwrk(helper, opts.criuPath, files);
+  let taken = false;
+  const key = (b: CriuBinaries, f: readonly InheritedFile[]) => JSON.stringify([b.criuPath, b.helperPath ?? defaultHelperPath(), f]);
+  const mine = key(opts, files);
+  return {
+    take(binaries, wanted) {
+      const s = session;
+      session = undefined;
+      if (!s) return undefined;
+      if (key(binaries, wanted) !== mine) {
+        s.kill();
+        return undefined;
+      }
+      taken = true;
+      return s;
+    },
+    get taken() {
+      return taken;
+    },
+    discard() {
+      session?.kill();
+      session = undefined;
+    },
+  };
 }
 
 /** `criu check` over RPC: resolves if CRIU can work on this kernel; CriuError (stderr in logTail) if not. */

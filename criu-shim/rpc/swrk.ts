@@ -51,6 +51,8 @@ export interface SwrkSession {
   next(): Promise<Uint8Array | undefined>;
   /** Settles when the helper has exited (never rejects). */
   readonly exited: Promise<SwrkExit>;
+  /** The helper has exited or its output ended: nothing more can be asked of it. */
+  ended(): boolean;
   /** The last lines the helper (or CRIU, before its log file is open) wrote to stderr. */
   stderr(): string;
   /** Aborts: SIGTERM (the helper kills CRIU), then SIGKILL after HELPER_KILL_GRACE_MS. Idempotent. */
@@ -162,6 +164,7 @@ export function startSwrk(helperPath: string, criuPath: string, inherit: readonl
       return new Promise((resolve) => waiters.push(resolve));
     },
     exited,
+    ended: () => ended || child.exitCode !== null || child.signalCode !== null,
     stderr: () => stderrText,
     kill: () => kill(),
     get failure() {

@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, open, readFile, readdir, readlink, rm, stat, writeFile 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CriuError } from '../../bus/errors.js';
-import { criuDump, criuRestore, criuVersion, LOG_TAIL_LINES, type CriuNotification } from '../../criu-shim/rpc/index.js';
+import { criuDump, criuRestore, criuVersion, LOG_TAIL_LINES, prepareRestore, type CriuNotification } from '../../criu-shim/rpc/index.js';
 import { criuBinary } from '../../node-runtime/constants.js';
 import { inNetns, ip, ipBatch } from '../../node-runtime/exec.js';
 import { childrenOf, isAlive, pidsInNetns, refOf, type ProcessRef } from '../../node-runtime/procs.js';
@@ -273,6 +273,9 @@ test.serial('dump over RPC, restore into a new namespace: the TCP connection sur
   // Images hold the pod's memory: readable by root only.
   const images = path.join(t.context.tmp, 'images');
   await mkdir(images, { mode: 0o700 });
+  // CRIU for the restore is started now, and waits for its request through the dump.
+  const prepared = prepareRestore({ criuPath, inherit: [{ key: 'extnet', path: `/run/netns/${NS_B}` }] });
+  t.teardown(() => prepared.discard());
 
   const tl = new Timeline();
   tl.mark('dump-call');
@@ -317,8 +320,9 @@ test.serial('dump over RPC, restore into a new namespace: the TCP connection sur
         tl.mark('destination-released');
       }
     },
-  });
+  }, prepared);
   tl.mark('restore-done');
+  t.true(prepared.taken, 'the restore used the CRIU started ahead of it');
   const restoredRef = await refOf(restored.pid);
   t.truthy(restoredRef, 'restored server is alive');
   if (restoredRef) t.context.children.push(restoredRef);
@@ -382,4 +386,38 @@ test('the CRIU configuration file is root\'s alone, rewritten when changed, and 
   await writeFile(path.join(bad, 'criu.conf'), 'no-such-criu-option\n', { mode: 0o600 });
   const err = await t.throwsAsync(criuDump({ criuPath: criuBinary(), pid: 2 ** 22 + 7, imagesDir: bad, configFile: path.join(bad, 'criu.conf') }), { instanceOf: CriuError });
   t.regex(err!.message, /unrecognized option '--no-such-criu-option'/);
+});
+
+test('a CRIU started ahead for a restore waits, is not taken by a restore of other files, and ends when discarded', async (t) => {
+  const criuPath = criuBinary();
+  const helpers = async () => {
+    const out: number[] = [];
+    for (const pid of await childrenOf(process.pid)) {
+      if ((await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim() === 'pm-criu-swrk') out.push(pid);
+    }
+    return out;
+  };
+  const before = await helpers();
+  const prepared = prepareRestore({ criuPath, inherit: [{ key: 'extnet', path: '/proc/self/ns/net' }] });
+  t.teardown(() => prepared.discard());
+  const started = await waitFor('the helper to start', START_TIMEOUT_MS, async () => {
+    const now = (await helpers()).filter((p) => !before.includes(p));
+    return now.length ? now : undefined;
+  });
+  // CRIU waits under it for the request.
+  await waitFor('criu under the helper', START_TIMEOUT_MS, async () => ((await childrenOf(started[0]!)).length ? true : undefined));
+  // Asked for other files, it is not used (a fresh CRIU would be started) and it goes.
+  t.is(prepared.take({ criuPath }, [{ path: '/proc/self/ns/mnt', fd: 10 }]), undefined);
+  t.false(prepared.taken);
+  await waitFor('the helper to exit', START_TIMEOUT_MS, async () => ((await helpers()).includes(started[0]!) ? undefined : true));
+
+  const second = prepareRestore({ criuPath });
+  const two = await waitFor('the second helper', START_TIMEOUT_MS, async () => {
+    const now = (await helpers()).filter((p) => !before.includes(p));
+    return now.length ? now : undefined;
+  });
+  second.discard();
+  second.discard();
+  await waitFor('the second helper to exit', START_TIMEOUT_MS, async () => ((await helpers()).includes(two[0]!) ? undefined : true));
+  t.is(second.take({ criuPath }, []), undefined, 'nothing left to take once discarded');
 });
