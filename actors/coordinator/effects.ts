@@ -284,7 +284,7 @@ export function createEffects(deps: EffectDeps) {
       const rounds = deps.volumeSyncs?.get(s.spec.id);
       const synced = target.volumes?.length
         ? await (rounds?.stop() ?? ask(s.spec.sourceNode, 'vol.sync', c.volSync, c.volSyncReply, { id: s.spec.id, pod: s.spec.pod, target }, s, 'FinalFreeze')
-          .then((bulk) => ({ bulk, rounds: 1, last: bulk })))
+          .then((bulk) => ({ bulk, rounds: 1, last: bulk, failed: undefined as string | undefined })))
         : undefined;
       deps.volumeSyncs?.delete(s.spec.id);
       const bulk = synced?.bulk;
@@ -294,7 +294,8 @@ export function createEffects(deps: EffectDeps) {
       const { sockets, conntrack, ...rest } = r;
       deps.sockets.set(s.spec.id, { before: sockets, after: [], ...(conntrack ? { conntrack } : {}) });
       return { ...rest, connections: sockets.length, conntrackEntries: conntrack?.length ?? 0, ...(bulk ? { volumeBulkFiles: bulk.files, volumeBulkBytes: bulk.bytes, volumeBulkMs: bulk.ms } : {}),
-        ...(synced && synced.rounds > 1 ? { volumeCatchUpRounds: synced.rounds - 1, volumeLastCatchUpBytes: synced.last.bytes } : {}) };
+        ...(synced && synced.rounds > 1 ? { volumeCatchUpRounds: synced.rounds - 1, volumeLastCatchUpBytes: synced.last.bytes } : {}),
+        ...(synced?.failed ? { volumeCatchUpFailed: synced.failed } : {}) };
     }),
 
     handoffOverlay: effect(async (s, signal) => {

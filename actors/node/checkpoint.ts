@@ -237,11 +237,6 @@ export interface Restored {
   sockets: SocketSeq[];
 }
 
-/**
- * Restores the images in `dir` into the existing namespace `netns` (same IP and MAC as the checkpoint).
- * At network-unlock the sockets are restored and still in repair mode: their sequence state is read, then
- * the hold opens, just before the restorer turns repair off and its window probe goes out.
- */
 /** The files a restore into `netns` hands CRIU: the namespace, as `extnet`. */
 const restoreFiles = (netns: string) => [{ key: 'extnet', path: `/run/netns/${netns}` }];
 
@@ -250,6 +245,11 @@ export function prepareRestoreInto(netns: string): PreparedRestore {
   return prepareRestore({ criuPath: criuBinary(), inherit: restoreFiles(netns) });
 }
 
+/**
+ * Restores the images in `dir` into the existing namespace `netns` (same IP and MAC as the checkpoint).
+ * At network-unlock the sockets are restored and still in repair mode: their sequence state is read, then
+ * the hold opens, just before the restorer turns repair off and its window probe goes out.
+ */
 export async function restoreInto(ctx: NodeContext, o: {
   netns: string; pin: string; dir: string; networkContinuity: boolean; lazyPages?: boolean;
   /** CRIU already started for it (prepareRestoreInto): the spawns are not waited for inside the freeze. */

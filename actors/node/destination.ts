@@ -28,6 +28,8 @@ import { attachHere, discardReceived, forgetSent, prepareVolumes } from './volum
 
 /** Upper bound on one pod's checkpoint: larger is a mistake, not a pod this node should accept. */
 const MAX_IMAGE_BYTES = 64 * 1024 ** 3;
+/** A pages image's delta as the source's encoder names it (nothing else goes to the rebuilder's command line). */
+const PAGES_DELTA = /^pages-[0-9]+\.img\.pmdelta$/;
 /** The service probe: a TCP handshake to the pod's port from its node. */
 const PROBE_TIMEOUT_S = 3;
 
@@ -49,7 +51,7 @@ export async function preparePod(ctx: NodeContext, m: NodeMigration, req: Prepar
   await rm(dir, { recursive: true, force: true });
   m.address = { ip: req.ip, mac: req.mac };
   // A pages delta is rebuilt as soon as it is in, while CRIU still dumps the pod's next processes.
-  m.receiver = await startReceiver({ host: ctx.dataHost, dir, key, maxBytes: MAX_IMAGE_BYTES, onFile: (name) => { if (name.endsWith('.pmdelta')) m.decoder?.decode(name); } });
+  m.receiver = await startReceiver({ host: ctx.dataHost, dir, key, maxBytes: MAX_IMAGE_BYTES, onFile: (name) => { if (PAGES_DELTA.test(name)) m.decoder?.decode(name); } });
   const lazyDir = imagesDir(ctx.cluster, req.id, 'lazy');
   const socketPath = path.join(lazyDir, 'destination.sock');
   if (req.lazy) {

@@ -1,9 +1,9 @@
 /**
  * The storage-tier actor's node side. A `local` volume is copied: the destination receives rounds into its
  * own copy (actors/storage/sync.ts), a bulk round and catch-up rounds run while the pod serves (see
- * actors/storage/rounds.ts), the last one with the pod
- * frozen (alongside the images), and the restore puts the destination's copy where the pod sees it. A
- * `shared` volume is the same directory on both nodes: it is only checked on the destination.
+ * actors/storage/rounds.ts), the last one with the pod frozen (alongside the images), and the restore puts
+ * the destination's copy where the pod sees it. A `shared` volume is the same directory on both nodes: it
+ * is only checked on the destination.
  */
 import { rm, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';

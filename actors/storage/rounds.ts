@@ -18,9 +18,11 @@ export const VOLUME_MAX_ROUNDS = 120;
 export interface VolumeRounds {
   /**
    * Starts no more rounds and resolves once the one in flight is over, with the bulk round, the number of
-   * rounds in all and the last one; rejects if a round failed.
+   * rounds that completed and the last one; rejects if the bulk round failed. A catch-up round that fails ends
+   * the rounds (`failed` says why): the last round, inside the freeze, then carries what it did not, and it
+   * fails the freeze if the cause persists.
    */
-  stop(): Promise<{ bulk: VolumeSyncReply; rounds: number; last: VolumeSyncReply }>;
+  stop(): Promise<{ bulk: VolumeSyncReply; rounds: number; last: VolumeSyncReply; failed?: string }>;
   /** Starts no more rounds (a rollback): the one in flight ends on its own. */
   cancel(): void;
 }
@@ -36,7 +38,11 @@ export function startVolumeRounds(round: () => Promise<VolumeSyncReply>, clock: 
       // The bulk round copied everything and took its time: the first catch-up round follows it closely.
       await sleep(clock, rounds === 1 ? VOLUME_ROUND_GAP_MS : Math.max(VOLUME_ROUND_GAP_MS, last.ms), wake.signal).catch(() => {});
       if (stopping) break;
-      last = await round();
+      try {
+        last = await round();
+      } catch (e) {
+        return { bulk, rounds, last, failed: (e as Error).message };
+      }
       rounds++;
     }
     return { bulk, rounds, last };

@@ -37,15 +37,19 @@ test('rounds follow the bulk one, spaced by the gap or the last round, until sto
   t.is(started.length, 4, 'no round starts after stop');
 });
 
-test('a failed round ends the rounds: stop reports it; cancel starts no more without waiting', async (t) => {
+test('a failed catch-up round ends the rounds and is reported; a failed bulk round fails stop; cancel starts no more', async (t) => {
   const clock = new Scheduler(0);
   let n = 0;
   const failing = startVolumeRounds(async () => {
-    if (++n === 2) throw new Error('receiver gone');
-    return reply(1);
+    if (++n === 3) throw new Error('receiver gone');
+    return reply(1, n);
   }, clock);
   await clock.run({ deadlineMs: 10_000 });
-  await t.throwsAsync(failing.stop(), { message: 'receiver gone' });
+  t.is(n, 3, 'no round after the failed one');
+  t.like(await failing.stop(), { rounds: 2, last: { bytes: 2 }, failed: 'receiver gone' });
+
+  const bulkFails = startVolumeRounds(async () => { throw new Error('no receiver'); }, clock);
+  await t.throwsAsync(bulkFails.stop(), { message: 'no receiver' });
 
   let m = 0;
   const cancelled = startVolumeRounds(async () => { m++; return reply(1); }, clock);
