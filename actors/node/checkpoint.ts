@@ -3,7 +3,8 @@
  * destination already served): checkpoint a pod in place, leaving it stopped, and restore one into a
  * prepared namespace. The traffic hold is driven from CRIU's own notifications.
  */
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { readdirSync, statSync } from 'node:fs';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { criuDump, criuRestore, prepareRestore, type PreparedRestore } from '../../criu-shim/rpc/index.js';
 import { openImageStream, type ImageStream } from '../../criu-shim/transfer/index.js';
@@ -28,11 +29,12 @@ export const FINAL_PAGES_FILE = 'pages.pmfinal';
 
 /**
  * Bytes of a checkpoint's files but its pages' deltas (`*.pmdelta`, counted as the pages they encode); the
- * images the deltas replaced wait in a folder (`.encoded`), not counted, not sent.
+ * images the deltas replaced wait in a folder (`.encoded`), not counted, not sent. Synchronous: ~130 stats of
+ * a tmpfs inside the freeze, microseconds each, where a thread-pool round trip apiece added up to ~10 ms.
  */
-async function dirBytes(dir: string): Promise<number> {
+function dirBytes(dir: string): number {
   let total = 0;
-  for (const f of await readdir(dir, { withFileTypes: true })) if (f.isFile() && !f.name.endsWith('.pmdelta')) total += (await stat(path.join(dir, f.name))).size;
+  for (const f of readdirSync(dir, { withFileTypes: true })) if (f.isFile() && !f.name.endsWith('.pmdelta')) total += statSync(path.join(dir, f.name)).size;
   return total;
 }
 
@@ -135,7 +137,7 @@ export async function checkpoint(ctx: NodeContext, o: {
     await o.beforeSend?.();
     const dumpMs = ctx.clock.nowMs() - frozenAtMs;
     const encoded = await encoder?.finish();
-    const bytes = await dirBytes(o.dir) + (encoded?.pages ?? 0) * PAGE_BYTES;
+    const bytes = dirBytes(o.dir) + (encoded?.pages ?? 0) * PAGE_BYTES;
     const t0 = ctx.clock.nowMs();
     mark('encoded');
     const sent = await (stream ?? await openImageStream(streamTo)).finish();
