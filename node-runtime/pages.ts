@@ -45,6 +45,26 @@ export async function finalPages(pid: number, o: { read: string; clean: string; 
   return JSON.parse(r.stdout) as { pages: number; literal: number; referenced: number; ms: number };
 }
 
+/**
+ * A pm-pages helper that takes commands on stdin and answers each with a JSON line (`onNotice` gets the lines
+ * it announces unasked). A command fails with the helper's last stderr line, prefixed by `what`, if it exits,
+ * and is killed after PAGES_TIMEOUT_MS.
+ */
+function startSession(args: string[], what: string, onNotice?: (line: string) => void) {
+  const child = spawn(bin(), args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => { if (stderr.length < 4096) stderr += b.toString(); });
+  const channel = new LineChannel(child.stdout, child.stdin, onNotice);
+  const why = () => new NodeOperationError(`${what}: ${stderr.trim().split('\n').pop() || 'the helper exited'}`);
+  child.once('close', () => setImmediate(() => channel.end(why)));
+  child.once('error', () => channel.end(why));
+  return {
+    ask: async <T>(cmd: string): Promise<T> =>
+      JSON.parse(await channel.send(cmd, { ms: PAGES_TIMEOUT_MS, onTimeout: () => { child.kill('SIGKILL'); return why(); } })) as T,
+    kill: () => { child.stdin.end(); child.kill('SIGKILL'); },
+  };
+}
+
 export interface EncodeStats {
   pages: number;
   referenced: number;
@@ -70,24 +90,15 @@ export interface ImageEncoder {
  * sent). Resolves once it is watching.
  */
 export async function watchAndEncode(dir: string, state: string, onEncoded?: (name: string) => void): Promise<ImageEncoder> {
-  const child = spawn(bin(), ['encode', '--dir', dir, '--state', state, '--watch'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (b: Buffer) => { if (stderr.length < 4096) stderr += b.toString(); });
-  const channel = new LineChannel(child.stdout, child.stdin, (notice) => {
+  const helper = startSession(['encode', '--dir', dir, '--state', state, '--watch'], "encoding the checkpoint's pages", (notice) => {
     const name = /^encoded (pages-[^/]+\.pmdelta)$/.exec(notice)?.[1];
     if (name) onEncoded?.(name);
   });
-  const why = () => new NodeOperationError(`encoding the checkpoint's pages: ${stderr.trim().split('\n').pop() || 'the helper exited'}`);
-  child.once('close', () => setImmediate(() => channel.end(why)));
-  child.once('error', () => channel.end(why));
-  const ask = async (cmd: string) => {
-    const line = await channel.send(cmd, { ms: PAGES_TIMEOUT_MS, onTimeout: () => { child.kill('SIGKILL'); return why(); } });
-    return JSON.parse(line) as EncodeStats & { ok: boolean };
-  };
+  const ask = (cmd: string) => helper.ask<EncodeStats & { ok: boolean }>(cmd);
   try {
     await ask('ready');
   } catch (e) {
-    child.kill('SIGKILL');
+    helper.kill();
     throw e;
   }
   return {
@@ -95,7 +106,7 @@ export async function watchAndEncode(dir: string, state: string, onEncoded?: (na
       const r = await ask('finish');
       return { pages: r.pages, referenced: r.referenced, literal: r.literal, ms: r.ms, lastMs: r.lastMs };
     },
-    stop: () => { child.stdin.end(); child.kill('SIGKILL'); },
+    stop: helper.kill,
   };
 }
 
@@ -124,14 +135,8 @@ export interface ImageDecoder {
  * (whose cache it indexes then) to the restore, so that the freeze is left with memory copies only.
  */
 export function startDecoder(dir: string): ImageDecoder {
-  const child = spawn(bin(), ['decode', '--dir', dir, '--serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (b: Buffer) => { if (stderr.length < 4096) stderr += b.toString(); });
-  const channel = new LineChannel(child.stdout, child.stdin);
-  const why = () => new NodeOperationError(`rebuilding the checkpoint's pages: ${stderr.trim().split('\n').pop() || 'the helper exited'}`);
-  child.once('close', () => setImmediate(() => channel.end(why)));
-  child.once('error', () => channel.end(why));
-  const ask = async (cmd: string) => JSON.parse(await channel.send(cmd, { ms: PAGES_TIMEOUT_MS, onTimeout: () => { child.kill('SIGKILL'); return why(); } })) as DecodeStats;
+  const helper = startSession(['decode', '--dir', dir, '--serve'], "rebuilding the checkpoint's pages");
+  const ask = (cmd: string) => helper.ask<DecodeStats>(cmd);
   // Deltas decoded as they arrive; the first failure is reported by finish.
   const decoding: Array<Promise<unknown>> = [];
   return {
@@ -145,7 +150,7 @@ export function startDecoder(dir: string): ImageDecoder {
       await Promise.all(decoding);
       return ask('finish');
     },
-    kill: () => { child.stdin.end(); child.kill('SIGKILL'); },
+    kill: helper.kill,
   };
 }
 

@@ -370,8 +370,8 @@ export async function sendRound(o: { host: string; port: number; key: Buffer; ro
       stats.dirs++;
     }
     const sentNow = new Map<string, { copiedAtMs: number; sums: string[] }>();
-    // One read buffer for the round: a fresh 4 MiB per piece (a last round reads every changed file whole, ~80
-    // MB for PostgreSQL under pgbench) is external memory enough to start a major collection inside the freeze.
+    // One read buffer for the round: a fresh 4 MiB per piece is external memory enough to start a major
+    // collection (a bulk round reads every file whole; the last one, inside the freeze, the changed blocks).
     const readBuf = Buffer.allocUnsafe(CHUNK);
     const changed = names.filter((p) => ours[p]!.type === 'file' && mayHaveChanged(ours[p]!, theirs[p]));
     // With a state, blocks are compared by hash: taken first, so every file is "copied" no later than now.

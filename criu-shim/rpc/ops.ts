@@ -117,6 +117,11 @@ function workDirInherit(o: { workDir?: string }): InheritedFile[] {
   return o.workDir === undefined ? [] : [{ path: o.workDir, fd: WORK_DIR_FD }];
 }
 
+/** The files a restore hands CRIU: its work dir, then each `inherit` file from FIRST_INHERIT_FD on. */
+function restoreFiles(o: { workDir?: string; inherit?: readonly CriuInheritFile[] }): InheritedFile[] {
+  return [...workDirInherit(o), ...(o.inherit ?? []).map((f, i) => ({ path: f.path, fd: FIRST_INHERIT_FD + i }))];
+}
+
 /**
  * Dumps the process tree rooted at `opts.pid` into `opts.imagesDir`. With `hooks.onNotify`, CRIU waits for
  * each notification's promise (network-lock while the tree is frozen, post-dump once the images are
@@ -161,7 +166,7 @@ export async function criuDump(opts: CriuDumpOptions, hooks: CriuHooks = {}): Pr
 export async function criuRestore(opts: CriuRestoreOptions, hooks: CriuHooks = {}, prepared?: PreparedRestore): Promise<CriuRestoreResult> {
   const logFile = opts.logFile ?? 'restore.log';
   const inherited = (opts.inherit ?? []).map((f, i) => ({ ...f, fd: FIRST_INHERIT_FD + i }));
-  const files = [...workDirInherit(opts), ...inherited.map((f) => ({ path: f.path, fd: f.fd }))];
+  const files = restoreFiles(opts);
   const started = prepared?.take(opts, files);
   const resp = await runRpc({
     op: 'restore',
@@ -200,7 +205,7 @@ export interface PreparedRestore {
 }
 
 export function prepareRestore(opts: CriuBinaries & { inherit?: readonly CriuInheritFile[]; workDir?: string }): PreparedRestore {
-  const files = [...workDirInherit(opts), ...(opts.inherit ?? []).map((f, i) => ({ path: f.path, fd: FIRST_INHERIT_FD + i }))];
+  const files = restoreFiles(opts);
   const helper = opts.helperPath ?? defaultHelperPath();
   let session: SwrkSession | undefined = startSwrk(helper, opts.criuPath, files);
   let taken = false;

@@ -5,7 +5,8 @@
 //       Reads every private writable page of the pod (every process of PID's pid namespace, with
 //       process_vm_readv: the pod keeps running), and all of its shared anonymous memory and the copied
 //       pages of its read-only private mappings (by content only, never into MAP or READ), and writes each
-//       page whose hash is not in STATE as a record [u64 hash][4096 bytes] to OUT; adds those hashes to STATE (the set the destination holds).
+//       page whose hash is not in STATE as a record [u64 hash][4096 bytes] to OUT; adds those hashes to STATE
+//       (the set the destination holds).
 //       When writes are tracked (pm-wptrack): MAP gets {u32 vpid, u32 0, u64 vaddr, u64 hash} for every page
 //       read and READ the ranges read; with ONLY (ranges written since the last round), just those are read.
 //   pm-pages final  --pid PID --read FILE --clean FILE --out FILE --round N
@@ -13,9 +14,10 @@
 //       anonymous memory that is not both clean (CLEAN: not written since the last round) and read by a round
 //       (READ, every round's ranges), i.e. what the destination cannot take from the rounds.
 //   pm-pages encode --dir IMAGES --state FILE [--watch]
-//       For each CRIU pages-*.img in IMAGES: replaces it by pages-*.img.pmdelta (the image goes to IMAGES/.encoded), a stream of
-//       [u8 0][u64 hash] for pages in STATE and [u8 1][u64 hash][4096 bytes] for the others. With --watch,
-//       while CRIU dumps, each as soon as it is closed (commands on stdin: see cmd_encode).
+//       For each CRIU pages-*.img in IMAGES: replaces it by pages-*.img.pmdelta (the image goes to
+//       IMAGES/.encoded), a stream of [u8 0][u64 hash] for pages in STATE and [u8 1][u64 hash][4096 bytes]
+//       for the others. With --watch, while CRIU dumps, each as soon as it is closed (commands on stdin: see
+//       cmd_encode).
 //   pm-pages decode --dir IMAGES (--cache FILE... | --serve)
 //       Rebuilds every pages-*.img from its .pmdelta and the records of the cache files (round outputs);
 //       with --serve, caches and deltas one at a time as they arrive (commands on stdin: see cmd_decode_serve).
@@ -506,7 +508,6 @@ struct decoder {
 	struct set index; /* hash -> (cache number << 48 | offset of the page) */
 	const unsigned char **maps;
 	int ncaches, cap;
-	unsigned long pages, fromCache;
 };
 
 static void decoder_init(struct decoder *d, const char *dir)

@@ -6,7 +6,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn } from 'node:child_process';
-import { access, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { precopyRound, startDecoder, watchAndEncode } from '../../node-runtime/pages.js';
@@ -59,6 +59,15 @@ function hashPage(page: Buffer): bigint {
   return h === 0n ? 1n : h;
 }
 
+/** A scratch folder removed after the test, with an empty `images` folder in it. */
+async function scratch(t: ExecutionContext): Promise<{ dir: string; images: string }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pm-pages-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const images = path.join(dir, 'images');
+  await mkdir(images);
+  return { dir, images };
+}
+
 /** The page contents a round wrote: records of [u64 hash][4096 bytes]. */
 function roundPages(out: Buffer): Buffer[] {
   const pages: Buffer[] = [];
@@ -67,8 +76,7 @@ function roundPages(out: Buffer): Buffer[] {
 }
 
 test('a round reads the copied pages of a read-only private mapping, not the file\'s own', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pm-pages-test-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const { dir } = await scratch(t);
   const file = path.join(dir, 'lib.bin');
   await writeFile(file, Buffer.concat([Buffer.alloc(2 * PAGE, 'a'), Buffer.alloc(PAGE, 'F'), Buffer.alloc(PAGE, 'G')]));
   const pid = await startProtected(t, file);
@@ -88,11 +96,7 @@ test('a round reads the copied pages of a read-only private mapping, not the fil
 });
 
 test('the encoder encodes each pages image as soon as it is closed, the rest at finish; stop leaves them', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pm-pages-test-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const images = path.join(dir, 'images');
-  const { mkdir } = await import('node:fs/promises');
-  await mkdir(images);
+  const { dir, images } = await scratch(t);
   // The state (what the destination holds) knows the 'K' page: a round over a process holding it wrote it.
   const known = Buffer.alloc(PAGE, 'K');
   const state = path.join(dir, 'state');
@@ -145,11 +149,7 @@ function deltaOf(entries: Array<{ ref?: Buffer; literal?: Buffer }>): Buffer {
 }
 
 test('the rebuilder indexes caches before the freeze, rebuilds each delta as it arrives and the rest at finish', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pm-pages-test-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const images = path.join(dir, 'images');
-  const { mkdir, stat } = await import('node:fs/promises');
-  await mkdir(images);
+  const { dir, images } = await scratch(t);
   const a = Buffer.alloc(PAGE, 'a'), b = Buffer.alloc(PAGE, 'b'), c = Buffer.alloc(PAGE, 'c'), n = Buffer.alloc(PAGE, 'n');
   await writeFile(path.join(dir, 'cache-1'), cacheOf([a, b]));
   await writeFile(path.join(dir, 'cache-2'), cacheOf([c]));
@@ -172,11 +172,7 @@ test('the rebuilder indexes caches before the freeze, rebuilds each delta as it 
 });
 
 test('the rebuilder refuses a cache whose page does not match its hash, and a reference it does not hold', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pm-pages-test-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const images = path.join(dir, 'images');
-  const { mkdir } = await import('node:fs/promises');
-  await mkdir(images);
+  const { dir, images } = await scratch(t);
   const a = Buffer.alloc(PAGE, 'a');
   await writeFile(path.join(dir, 'bad'), cacheOf([a], true));
   const bad = startDecoder(images);
